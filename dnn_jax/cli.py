@@ -1,0 +1,20 @@
+"""Shared command-line behaviour: user errors are one line on stderr, not a traceback."""
+
+import sys
+
+from absl import flags
+
+from dnn_jax.errors import UserError
+
+flags.DEFINE_bool('verbose', False, 'Show tracebacks for user errors too.')
+
+
+def run_reporting_errors(fn, *args, **kwargs):
+  """Calls fn; a UserError exits 2 with `error: <message>` (traceback only with --verbose)."""
+  try:
+    return fn(*args, **kwargs)
+  except UserError as e:
+    if flags.FLAGS.is_parsed() and flags.FLAGS.verbose:
+      raise
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,48 @@
+"""Config validation: every user mistake becomes one ConfigError line, before any compilation."""
+
+import ml_collections
+
+from dnn_jax import models, optim
+from dnn_jax.data import catalog
+from dnn_jax.errors import ConfigError
+
+LOSSES = ('softmax_cross_entropy',)
+PROGRESS = ('auto', 'bar', 'lines')
+
+
+def _choice(value, choices, key):
+  if value not in choices:
+    raise ConfigError(f'unknown {key} {value!r}; choose one of {", ".join(map(str, choices))}')
+
+
+def _positive(config, key, kind=(int,), allow_zero=False):
+  value = config
+  for part in key.split('.'):
+    value = value[part]
+  ok = isinstance(value, kind) and not isinstance(value, bool)
+  if not ok or value < 0 or (value == 0 and not allow_zero):
+    rule = 'a non-negative' if allow_zero else 'a positive'
+    kind_name = 'integer' if kind == (int,) else 'number'
+    raise ConfigError(f'config.{key}={value!r} must be {rule} {kind_name}')
+
+
+def validated(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Returns config unchanged, or raises ConfigError naming the bad value and the fix."""
+  _choice(config.model.name, sorted(models.MODELS), 'model')
+  _choice(config.data.name, catalog.DATASETS, 'dataset')
+  _choice(config.optimizer.name, sorted(optim.OPTIMIZERS), 'optimizer')
+  _choice(config.optimizer.schedule, sorted(optim.SCHEDULES), 'schedule')
+  _choice(config.loss, LOSSES, 'loss')
+  _choice(config.progress, PROGRESS, 'progress')
+  _positive(config, 'optimizer.learning_rate', kind=(int, float))
+  for key in ('batch_size', 'eval_batch_size', 'num_epochs'):
+    _positive(config, key)
+  for key in ('steps_per_call', 'num_devices'):
+    _positive(config, key, allow_zero=True)
+  dropout = config.model.get('dropout', 0.0)
+  if not 0.0 <= dropout < 1.0:
+    raise ConfigError(f'config.model.dropout={dropout!r} must be in [0, 1)')
+  for size in config.model.get('hidden_sizes', ()):
+    if not isinstance(size, int) or size <= 0:
+      raise ConfigError(f'config.model.hidden_sizes={config.model.hidden_sizes!r} must be > 0')
+  return config

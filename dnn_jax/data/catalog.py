@@ -1,0 +1,37 @@
+"""The datasets dnn_jax trains on, by tfds name."""
+
+import functools
+
+# Image classification datasets with uint8 `image` and int `label` features.
+DATASETS = ('mnist', 'fashion_mnist', 'cifar10')
+
+
+@functools.cache
+def builder_class(name: str):
+  """The stock tfds builder class (importing it does not import TensorFlow)."""
+  import tensorflow_datasets as tfds  # noqa: PLC0415 -- slow import, only when data is needed
+
+  return tfds.builder_cls(name)
+
+
+def version(name: str) -> str:
+  """The tfds version dnn_jax reads and prepares, e.g. '3.0.1' for mnist."""
+  return str(builder_class(name).VERSION)
+
+
+def original_files(name: str) -> list[tuple[str, int, str, str]]:
+  """(filename, size, sha256, url) of each original file the builder downloads."""
+  infos = builder_class(name).url_infos or {}
+  return sorted((i.filename, i.size, i.checksum, url) for url, i in infos.items())
+
+
+@functools.cache
+def image_shape_and_classes(name: str) -> tuple[tuple[int, ...], int]:
+  """(image shape, class count) from the builder's own info; needs no prepared data."""
+  import tempfile  # noqa: PLC0415
+
+  import tensorflow_datasets as tfds  # noqa: PLC0415
+
+  with tempfile.TemporaryDirectory() as empty:  # keeps tfds from touching any real data dir
+    features = tfds.builder(name, data_dir=empty).info.features
+  return tuple(features['image'].shape), features['label'].num_classes

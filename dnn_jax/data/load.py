@@ -1,0 +1,81 @@
+"""Locate (or prepare) a dataset and load its splits as uint8 arrays."""
+
+import dataclasses
+
+import numpy as np
+
+from dnn_jax.data import catalog, locate, prepare, read
+from dnn_jax.errors import ConfigError, DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+  """Train / validation / test arrays and what the model needs to know about them."""
+
+  train: dict
+  validation: dict
+  test: dict
+  num_classes: int
+  class_names: tuple
+  image_shape: tuple
+  validation_is_test: bool  # the tutorial validates on the test set: evaluate it once
+
+
+def ensure_prepared(data_config):
+  """Returns (data_dir, version) holding the dataset, preparing it first if needed."""
+  name = data_config.name
+  if name not in catalog.DATASETS:
+    raise ConfigError(f'unknown dataset {name!r}; choose one of {", ".join(catalog.DATASETS)}')
+  version = catalog.version(name)
+  writable = locate.writable_data_dir(data_config.data_dir)
+  found = locate.find_prepared(
+    name, version, [writable, *locate.extra_data_dirs(data_config.data_dirs)]
+  )
+  if found is None:
+    manual = locate.manual_dir(name, data_config.manual_dir)
+    prepare.check_originals(name, manual)  # fail fast, with the file named, before spawning
+    print(f'Preparing {name} {version} in {writable} from {manual} ...', flush=True)
+    prepare.prepare_in_subprocess(name, writable, manual)
+    found = writable
+  return found, version
+
+
+def load(data_config) -> Splits:
+  """Loads the configured splits (decoded once, then from the array cache)."""
+  data_dir, version = ensure_prepared(data_config)
+  cache_dir = locate.writable_data_dir(data_config.data_dir)
+  name = data_config.name
+
+  def split(spec: str) -> dict:
+    try:
+      return read.read_split_cached(name, version, spec, data_dir, cache_dir)
+    except (ValueError, KeyError) as e:
+      raise DataError(f'{name}: cannot read split {spec!r} from {data_dir}: {e}') from e
+
+  train = split(data_config.train_split)
+  test = split(data_config.test_split)
+  same = data_config.validation_split == data_config.test_split
+  validation = test if same else split(data_config.validation_split)
+  label = read_label_feature(name, version, data_dir)
+  return Splits(
+    train=train,
+    validation=validation,
+    test=test,
+    num_classes=label.num_classes,
+    class_names=tuple(label.names),
+    image_shape=tuple(int(d) for d in train['image'].shape[1:]),
+    validation_is_test=same,
+  )
+
+
+def read_label_feature(name: str, version: str, data_dir):
+  """The tfds ClassLabel feature (class count and names) from the prepared dataset info."""
+  import tensorflow_datasets as tfds  # noqa: PLC0415
+
+  info = tfds.builder(f'{name}:{version}', data_dir=str(data_dir)).info
+  return info.features['label']
+
+
+def class_counts(labels: np.ndarray, num_classes: int) -> list[int]:
+  """Examples per class."""
+  return np.bincount(labels, minlength=num_classes).tolist()

@@ -1,0 +1,30 @@
+"""Train an experiment: python -m dnn_jax.main --config experiments/X.py --workdir runs/X.
+
+Any config value can be overridden, e.g. --config.optimizer.learning_rate=3e-4.
+"""
+
+import pathlib
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from dnn_jax import cli
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
+flags.DEFINE_string('workdir', None, 'Where metrics go (default: runs/<config file name>).')
+flags.mark_flags_as_required(['config'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  from dnn_jax import train  # noqa: PLC0415 -- after flag parsing: JAX starts on import
+
+  config_path = config_flags.get_config_filename(FLAGS['config'])
+  workdir = FLAGS.workdir or str(pathlib.Path('runs') / pathlib.Path(config_path).stem)
+  cli.run_reporting_errors(train.train_and_evaluate, FLAGS.config, workdir)
+
+
+if __name__ == '__main__':
+  app.run(main)

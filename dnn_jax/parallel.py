@@ -1,0 +1,49 @@
+"""Device mesh and data parallelism: the batch is sharded over the `data` axis, params replicated."""
+
+import jax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from dnn_jax.errors import ConfigError
+
+DATA_AXIS = 'data'
+
+
+def make_mesh(num_devices: int = 0) -> Mesh:
+  """A 1-D mesh over the first num_devices devices (0: all of them)."""
+  available = jax.devices()
+  count = num_devices or len(available)
+  if count > len(available):
+    raise ConfigError(
+      f'num_devices={count} but only {len(available)} {available[0].platform} device(s) exist; '
+      f'lower --config.num_devices (on CPU, JAX_NUM_CPU_DEVICES=N simulates N devices)'
+    )
+  return Mesh(available[:count], (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  """Every device holds the whole array (params, optimizer state, device-resident datasets)."""
+  return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
+  """The array is split along batch_axis across the data axis."""
+  return NamedSharding(mesh, P(*([None] * batch_axis), DATA_AXIS))
+
+
+def data_parallel(per_device_fn, mesh: Mesh, in_specs, out_specs):
+  """Runs per_device_fn on each device's shard; it reduces across devices with DATA_AXIS."""
+  return jax.shard_map(
+    per_device_fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False
+  )
+
+
+def check_divisible(batch_size: int, mesh: Mesh, what: str = 'batch_size') -> None:
+  """Raises ConfigError when the global batch cannot be split evenly across the mesh."""
+  count = mesh.shape[DATA_AXIS]
+  if batch_size % count:
+    lower, upper = batch_size - batch_size % count, batch_size - batch_size % count + count
+    raise ConfigError(
+      f'{what}={batch_size} is not divisible by the {count} devices; '
+      f'use a multiple of {count} (e.g. {lower or upper} or {upper}) or --config.num_devices'
+    )

@@ -1,0 +1,44 @@
+"""Defaults shared by every experiment: the tutorial's MNIST MLP with Keras's RMSprop."""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'mlp'  # a key of dnn_jax.models.MODELS
+  config.model.hidden_sizes = (512, 512, 512)
+  config.model.activation = 'relu'
+  config.model.dropout = 0.2
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = 'mnist'  # a tfds name: mnist, fashion_mnist or cifar10
+  config.data.data_dir = ''  # writable tfds dir; '' = $DNN_JAX_DATA_DIR or data/tfds
+  config.data.data_dirs = ''  # extra read-only tfds dirs, ':'-separated (+ $DNN_JAX_DATA_DIRS)
+  config.data.manual_dir = ''  # original files; '' = data/<name>
+  config.data.train_split = 'train'
+  config.data.validation_split = 'test'  # the tutorial validates on the test set
+  config.data.test_split = 'test'
+
+  # Keras names and defaults; each optimizer reads the fields it uses.
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = 'rmsprop'  # adam, rmsprop or sgd
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.schedule = 'constant'
+  config.optimizer.rho = 0.9
+  config.optimizer.beta_1 = 0.9
+  config.optimizer.beta_2 = 0.999
+  config.optimizer.epsilon = 1e-7
+  config.optimizer.momentum = 0.0
+  config.optimizer.nesterov = False
+
+  config.loss = 'softmax_cross_entropy'
+  config.batch_size = 128  # global: split evenly across devices
+  config.eval_batch_size = 1000
+  config.num_epochs = 10
+  config.steps_per_call = 0  # optimizer steps per compiled call; 0 = a whole epoch
+  config.num_devices = 0  # 0 = every visible device
+  config.progress = 'auto'  # auto (a bar on a terminal), bar or lines
+  return config
