@@ -19,7 +19,7 @@ flags.mark_flags_as_required(['config'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  from dnn_jax import train  # noqa: PLC0415 -- after flag parsing: JAX starts on import
+  from dnn_jax import train  # after flag parsing: JAX starts on import
 
   config_path = config_flags.get_config_filename(FLAGS['config'])
   workdir = FLAGS.workdir or str(pathlib.Path('runs') / pathlib.Path(config_path).stem)

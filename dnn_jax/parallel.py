@@ -1,4 +1,4 @@
-"""Device mesh and data parallelism: the batch is sharded over the `data` axis, params replicated."""
+"""Device mesh and data parallelism: batch sharded over the `data` axis, params replicated."""
 
 import jax
 from jax.sharding import Mesh, NamedSharding
@@ -47,3 +47,23 @@ def check_divisible(batch_size: int, mesh: Mesh, what: str = 'batch_size') -> No
       f'{what}={batch_size} is not divisible by the {count} devices; '
       f'use a multiple of {count} (e.g. {lower or upper} or {upper}) or --config.num_devices'
     )
+
+
+def shard_train_chunk(train_chunk, mesh: Mesh):
+  """jit(shard_map) of steps.make_train_chunk's fn: state replicated and donated, order sharded."""
+  return jax.jit(
+    data_parallel(
+      train_chunk,
+      mesh,
+      in_specs=(P(), P(), P(), P(None, DATA_AXIS), P()),
+      out_specs=(P(), P()),
+    ),
+    donate_argnums=0,
+  )
+
+
+def shard_evaluate(evaluate, mesh: Mesh):
+  """jit(shard_map) of steps.make_evaluate's fn: state and data replicated, order sharded."""
+  return jax.jit(
+    data_parallel(evaluate, mesh, in_specs=(P(), P(), P(), P(None, DATA_AXIS)), out_specs=P())
+  )

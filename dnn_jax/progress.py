@@ -28,7 +28,9 @@ class EpochProgress:
     arrow = '=' * max(done - 1, 0) + ('>' if done < BAR_WIDTH else '=') if done else ''
     bar = f'[{arrow.ljust(BAR_WIDTH, ".")}]'
     width = len(str(self.steps))
-    self.stream.write(f'\r{self.prefix} {step:>{width}}/{self.steps} {bar}{format_metrics(metrics)}')
+    self.stream.write(
+      f'\r{self.prefix} {step:>{width}}/{self.steps} {bar}{format_metrics(metrics)}'
+    )
     self.stream.flush()
 
   def end(self, seconds: float, metrics: dict) -> None:

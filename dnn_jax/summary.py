@@ -43,10 +43,14 @@ def format_summary(model: nnx.Module, input_shape, title: str = '') -> str:
   trainable = _count(model, nnx.Param)
   line = '_' * sum(WIDTHS)
   out = [f'Model: "{title or _snake(type(model).__name__)}"', line]
-  out.append(' ' + 'Layer (type)'.ljust(WIDTHS[0] - 1) + 'Output Shape'.ljust(WIDTHS[1]) + 'Param #')
+  out.append(
+    ' ' + 'Layer (type)'.ljust(WIDTHS[0] - 1) + 'Output Shape'.ljust(WIDTHS[1]) + 'Param #'
+  )
   out.append('=' * sum(WIDTHS))
   for name, kind, shape, params in rows(model, input_shape):
-    out.append(' ' + f'{name} ({kind})'.ljust(WIDTHS[0] - 1) + shape.ljust(WIDTHS[1]) + f'{params:,}')
+    out.append(
+      ' ' + f'{name} ({kind})'.ljust(WIDTHS[0] - 1) + shape.ljust(WIDTHS[1]) + f'{params:,}'
+    )
   out.append('=' * sum(WIDTHS))
   out.append(f'Total params: {total:,}')
   out.append(f'Trainable params: {trainable:,}')
@@ -62,8 +66,8 @@ def main(argv):
 
 def print_summary(config):
   """Prints the summary of the model config describes, for its dataset's input shape."""
-  from dnn_jax import configs, models  # noqa: PLC0415
-  from dnn_jax.data import catalog  # noqa: PLC0415
+  from dnn_jax import configs, models
+  from dnn_jax.data import catalog
 
   config = configs.validated(config)
   input_shape, num_classes = catalog.image_shape_and_classes(config.data.name)

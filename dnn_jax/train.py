@@ -9,11 +9,9 @@ import time
 
 import jax
 import numpy as np
-from jax.sharding import PartitionSpec as P
 
 from dnn_jax import configs, data, models, optim, parallel, steps, summary
 from dnn_jax.errors import ConfigError, UserError
-from dnn_jax.parallel import DATA_AXIS
 from dnn_jax.progress import EpochProgress
 
 
@@ -25,7 +23,9 @@ def _prepare_workdir(workdir) -> pathlib.Path:
     probe.write_text('')
     probe.unlink()
   except OSError as e:
-    raise UserError(f'workdir {workdir} is not writable ({e.strerror}); pass another --workdir')
+    raise UserError(
+      f'workdir {workdir} is not writable ({e.strerror}); pass another --workdir'
+    ) from e
   return workdir
 
 
@@ -87,23 +87,8 @@ def train_and_evaluate(config, workdir) -> dict:
     on_device['test'] = jax.device_put((splits.test['image'], splits.test['label']), replicated)
 
   # Compiled functions: a chunk of scanned train steps, a whole-split evaluation, the order.
-  train_chunk = jax.jit(
-    parallel.data_parallel(
-      steps.make_train_chunk(graphdef, tx),
-      mesh,
-      in_specs=(P(), P(), P(), P(None, DATA_AXIS), P()),
-      out_specs=(P(), P()),
-    ),
-    donate_argnums=0,
-  )
-  evaluate = jax.jit(
-    parallel.data_parallel(
-      steps.make_evaluate(graphdef),
-      mesh,
-      in_specs=(P(), P(), P(), P(None, DATA_AXIS)),
-      out_specs=P(),
-    )
-  )
+  train_chunk = parallel.shard_train_chunk(steps.make_train_chunk(graphdef, tx), mesh)
+  evaluate = parallel.shard_evaluate(steps.make_evaluate(graphdef), mesh)
   order_sharding = parallel.batch_sharded(mesh, batch_axis=1)
   epoch_order = jax.jit(
     functools.partial(steps.epoch_order, num_examples=num_train, batch_size=config.batch_size),

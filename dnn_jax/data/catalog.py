@@ -9,7 +9,7 @@ DATASETS = ('mnist', 'fashion_mnist', 'cifar10')
 @functools.cache
 def builder_class(name: str):
   """The stock tfds builder class (importing it does not import TensorFlow)."""
-  import tensorflow_datasets as tfds  # noqa: PLC0415 -- slow import, only when data is needed
+  import tensorflow_datasets as tfds  # slow import, only when data is needed
 
   return tfds.builder_cls(name)
 
@@ -28,9 +28,9 @@ def original_files(name: str) -> list[tuple[str, int, str, str]]:
 @functools.cache
 def image_shape_and_classes(name: str) -> tuple[tuple[int, ...], int]:
   """(image shape, class count) from the builder's own info; needs no prepared data."""
-  import tempfile  # noqa: PLC0415
+  import tempfile
 
-  import tensorflow_datasets as tfds  # noqa: PLC0415
+  import tensorflow_datasets as tfds
 
   with tempfile.TemporaryDirectory() as empty:  # keeps tfds from touching any real data dir
     features = tfds.builder(name, data_dir=empty).info.features

@@ -50,8 +50,8 @@ def prepare(name: str, data_dir: pathlib.Path, manual_dir: pathlib.Path) -> path
     return target
   check_originals(name, manual_dir)
   try:
-    import tensorflow_datasets as tfds  # noqa: PLC0415
-    import tensorflow  # noqa: F401, PLC0415 -- tfds needs it to decode and encode while preparing
+    import tensorflow  # noqa: F401 -- tfds needs it to decode and encode while preparing
+    import tensorflow_datasets as tfds
   except ImportError as e:
     raise DataError(
       f'{name}: preparing needs TensorFlow ({e}); run `pip install -e ".[prepare]"` '
@@ -88,7 +88,7 @@ def prepare_in_subprocess(name: str, data_dir: pathlib.Path, manual_dir: pathlib
 
 
 def main(argv=None) -> int:
-  import argparse  # noqa: PLC0415
+  import argparse
 
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('name', choices=catalog.DATASETS)

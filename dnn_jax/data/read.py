@@ -14,9 +14,11 @@ def _cache_path(cache_dir: pathlib.Path, name: str, version: str, split: str) ->
 
 def read_split(name: str, version: str, split: str, data_dir: pathlib.Path) -> dict:
   """{'image': uint8 [N, H, W, C], 'label': int32 [N]} read with tfds.data_source."""
-  import tensorflow_datasets as tfds  # noqa: PLC0415 -- no TensorFlow import on this path
+  import tensorflow_datasets as tfds  # no TensorFlow import on this path
 
-  source = tfds.data_source(f'{name}:{version}', split=split, data_dir=str(data_dir), download=False)
+  source = tfds.data_source(
+    f'{name}:{version}', split=split, data_dir=str(data_dir), download=False
+  )
   examples = source.__getitems__(range(len(source)))
   return {
     'image': np.stack([e['image'] for e in examples]).astype(np.uint8),

@@ -70,7 +70,7 @@ def load(data_config) -> Splits:
 
 def read_label_feature(name: str, version: str, data_dir):
   """The tfds ClassLabel feature (class count and names) from the prepared dataset info."""
-  import tensorflow_datasets as tfds  # noqa: PLC0415
+  import tensorflow_datasets as tfds
 
   info = tfds.builder(f'{name}:{version}', data_dir=str(data_dir)).info
   return info.features['label']

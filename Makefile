@@ -1,0 +1,39 @@
+# The two commands: `make train` and `make test`. Both set everything up on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+PREPARED := data/tfds/mnist/3.0.1/dataset_info.json
+EXPERIMENT ?= mnist_mlp
+
+.PHONY: train test lint format data clean
+
+train: $(PREPARED)
+	$(PY) -m dnn_jax.main --config experiments/$(EXPERIMENT).py --workdir runs/$(EXPERIMENT)
+
+test: $(PREPARED)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest -q tests
+
+data: $(PREPARED)
+
+$(PREPARED): $(INSTALLED)
+	$(PY) -m dnn_jax.data.prepare mnist
+
+$(INSTALLED): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+lint: $(INSTALLED)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(INSTALLED)
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+clean:
+	rm -rf runs data/tfds

@@ -1,0 +1,43 @@
+"""Test setup: 4 fake CPU devices (set before JAX starts), real MNIST, tiny configs."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+# Every test process sees 4 CPU devices; single-device runs ask for num_devices=1.
+os.environ.setdefault('JAX_NUM_CPU_DEVICES', '4')
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='session')
+def base_config():
+  """A factory for the default experiment's config."""
+  from experiments import mnist_mlp
+
+  return mnist_mlp.get_config
+
+
+@pytest.fixture(scope='session')
+def mnist(base_config):
+  """The real MNIST splits, read from the vendored originals (prepared once)."""
+  from dnn_jax import data
+
+  return data.load(base_config().data)
+
+
+def run_python(*args, env=None, timeout=600):
+  """Runs `python *args` from the repo root; returns the CompletedProcess (text)."""
+  full_env = {**os.environ, **(env or {})}
+  return subprocess.run(
+    [sys.executable, *args],
+    cwd=REPO,
+    env=full_env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    check=False,
+  )

@@ -1,0 +1,151 @@
+"""dnn_jax.data: real MNIST from the vendored originals, data dirs, errors, no TensorFlow."""
+
+import shutil
+
+import numpy as np
+import pytest
+from conftest import REPO, run_python
+
+from dnn_jax.data import catalog, locate, prepare, read, splits
+from dnn_jax.errors import ConfigError, DataError
+
+MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+
+
+def test_mnist_shapes_dtypes_and_label_counts(mnist):
+  assert mnist.train['image'].shape == (60000, 28, 28, 1)
+  assert mnist.test['image'].shape == (10000, 28, 28, 1)
+  assert mnist.train['image'].dtype == np.uint8
+  assert mnist.train['label'].dtype == np.int32
+  assert splits.class_counts(mnist.train['label'], 10) == MNIST_TRAIN_COUNTS
+  assert mnist.num_classes == 10
+  assert mnist.image_shape == (28, 28, 1)
+  assert mnist.validation_is_test
+  assert 0 < mnist.train['image'].mean() < 255  # real pixels, not a blank array
+
+
+def test_reading_imports_no_tensorflow():
+  code = (
+    'import sys\n'
+    'from dnn_jax import data\n'
+    'from experiments import mnist_mlp\n'
+    'splits = data.load(mnist_mlp.get_config().data)\n'
+    'assert len(splits.train["label"]) == 60000\n'
+    'print(sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow"))\n'
+  )
+  result = run_python('-c', code)
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.strip().splitlines()[-1] == '[]'
+
+
+def test_vendored_originals_match_tfds_checksums():
+  prepare.check_originals('mnist', locate.manual_dir('mnist'))  # raises if not
+
+
+def test_missing_original_names_file_checksum_size_and_place(tmp_path):
+  manual = tmp_path / 'originals'
+  shutil.copytree(REPO / 'data' / 'mnist', manual)
+  (manual / 'train-labels-idx1-ubyte.gz').unlink()
+  with pytest.raises(DataError) as e:
+    prepare.check_originals('mnist', manual)
+  message = str(e.value)
+  assert 'train-labels-idx1-ubyte.gz is missing' in message
+  assert '3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c' in message
+  assert '28,881 bytes' in message
+  assert str(manual) in message
+  assert '\n' not in message
+
+
+def test_corrupt_original_is_reported(tmp_path):
+  manual = tmp_path / 'originals'
+  shutil.copytree(REPO / 'data' / 'mnist', manual)
+  path = manual / 't10k-labels-idx1-ubyte.gz'
+  content = bytearray(path.read_bytes())
+  content[100] ^= 0xFF  # same size, one byte flipped
+  path.write_bytes(bytes(content))
+  with pytest.raises(DataError, match='t10k-labels-idx1-ubyte.gz is corrupt'):
+    prepare.check_originals('mnist', manual)
+
+
+def test_failed_preparation_leaves_nothing_behind(tmp_path, monkeypatch):
+  import tensorflow_datasets as tfds
+
+  class FailingBuilder:
+    def __init__(self, data_dir):
+      self.data_dir = data_dir
+
+    def download_and_prepare(self, download_config):
+      partial = tmp_path.joinpath(self.data_dir, 'mnist', '3.0.1')
+      partial.mkdir(parents=True)
+      (partial / 'mnist-train.array_record-00000-of-00001').write_bytes(b'half')
+      raise RuntimeError('killed halfway')
+
+  monkeypatch.setattr(tfds, 'builder', lambda name, data_dir, file_format: FailingBuilder(data_dir))
+  data_dir = tmp_path / 'tfds'
+  with pytest.raises(RuntimeError, match='killed halfway'):
+    prepare.prepare('mnist', data_dir, locate.manual_dir('mnist'))
+  assert list(data_dir.iterdir()) == []  # neither the dataset nor the scratch dir
+
+
+def test_preparation_failure_in_subprocess_is_one_line(tmp_path):
+  manual = tmp_path / 'empty'
+  manual.mkdir()
+  with pytest.raises(DataError, match='original file .* is missing'):
+    prepare.prepare_in_subprocess('mnist', tmp_path / 'tfds', manual)
+  assert not (tmp_path / 'tfds' / 'mnist').exists()
+
+
+def test_extra_read_only_dirs_are_searched(tmp_path, monkeypatch, base_config):
+  config = base_config().data
+  config.data_dir = str(tmp_path / 'writable')  # empty: the dataset must come from data_dirs
+  config.manual_dir = str(tmp_path / 'no-originals')  # preparing would fail
+  config.data_dirs = f'{tmp_path / "nothing-here"}:{locate.writable_data_dir()}'
+  data_dir, version = splits.ensure_prepared(config)
+  assert data_dir == locate.writable_data_dir()
+  monkeypatch.setenv(locate.EXTRA_DATA_DIRS_ENV, str(locate.writable_data_dir()))
+  config.data_dirs = ''
+  assert splits.ensure_prepared(config) == (locate.writable_data_dir(), version)
+
+
+def test_cached_arrays_equal_a_fresh_read(tmp_path):
+  version = catalog.version('mnist')
+  data_dir = locate.writable_data_dir()
+  fresh = read.read_split('mnist', version, 'test[:300]', data_dir)
+  cached = read.read_split_cached('mnist', version, 'test[:300]', data_dir, tmp_path)
+  again = read.read_split_cached('mnist', version, 'test[:300]', data_dir, tmp_path)
+  assert list(tmp_path.rglob('*.npz'))
+  for arrays in (cached, again):
+    np.testing.assert_array_equal(arrays['image'], fresh['image'])
+    np.testing.assert_array_equal(arrays['label'], fresh['label'])
+
+
+def test_split_slices_select_subsets(base_config):
+  config = base_config().data
+  config.train_split = 'train[:1000]'
+  config.validation_split = 'test[5000:]'
+  config.test_split = 'test[:5000]'
+  loaded = splits.load(config)
+  assert len(loaded.train['label']) == 1000
+  assert len(loaded.validation['label']) == len(loaded.test['label']) == 5000
+  assert not loaded.validation_is_test
+
+
+def test_unknown_dataset_lists_the_choices(base_config):
+  config = base_config().data
+  config.name = 'imagenet'
+  with pytest.raises(ConfigError, match='unknown dataset .*mnist, fashion_mnist, cifar10'):
+    splits.ensure_prepared(config)
+
+
+def test_cifar10_goes_through_the_same_code(base_config):
+  found = locate.find_prepared('cifar10', catalog.version('cifar10'), locate.extra_data_dirs())
+  if found is None:
+    pytest.skip('no prepared cifar10 in $DNN_JAX_DATA_DIRS (CI points it at ../shared/data/tfds)')
+  config = base_config().data
+  config.name = 'cifar10'
+  config.train_split = 'train[:500]'
+  config.validation_split = config.test_split = 'test[:200]'
+  loaded = splits.load(config)
+  assert loaded.train['image'].shape == (500, 32, 32, 3)
+  assert loaded.train['image'].dtype == np.uint8
+  assert loaded.class_names[:3] == ('airplane', 'automobile', 'bird')

@@ -1,0 +1,113 @@
+"""dnn_jax.optim: one step and several steps equal Keras's formulas and Keras itself."""
+
+import os
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from dnn_jax import optim
+from dnn_jax.errors import ConfigError
+from experiments import base
+
+W0 = np.array([[0.5, -1.0, 2.0], [0.0, 0.25, -0.75]], np.float32)
+GRADS = [
+  np.array([[0.1, -0.2, 0.3], [1e-4, -2.0, 0.0]], np.float32),
+  np.array([[-0.05, 0.4, 0.3], [0.0, 1.5, -1e-3]], np.float32),
+  np.array([[0.2, 0.2, -0.1], [3e-3, 0.5, 0.7]], np.float32),
+]
+
+
+def optimizer_config(name, **overrides):
+  config = base.get_config().optimizer
+  config.name = name
+  config.update(overrides)
+  return config
+
+
+def run_optax(config, grads=GRADS):
+  tx = optim.create(config)
+  w = jnp.asarray(W0)
+  state = tx.init(w)
+  for g in grads:
+    updates, state = tx.update(jnp.asarray(g), state, w)
+    w = optax.apply_updates(w, updates)
+  return np.asarray(w)
+
+
+def keras_adam_numpy(lr=1e-3, b1=0.9, b2=0.999, eps=1e-7):
+  w, m, v = W0.astype(np.float64), 0.0, 0.0
+  for t, g in enumerate(GRADS, start=1):
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g**2
+    w = w - lr * np.sqrt(1 - b2**t) / (1 - b1**t) * m / (np.sqrt(v) + eps)
+  return w
+
+
+def keras_rmsprop_numpy(lr=1e-3, rho=0.9, eps=1e-7):
+  w, v = W0.astype(np.float64), 0.0
+  for g in GRADS:
+    v = rho * v + (1 - rho) * g**2
+    w = w - lr * g / np.sqrt(v + eps)  # epsilon inside the square root
+  return w
+
+
+def test_adam_equals_keras_formula():
+  np.testing.assert_allclose(
+    run_optax(optimizer_config('adam')), keras_adam_numpy(), rtol=1e-5, atol=1e-7
+  )
+
+
+def test_adam_epsilon_placement_matters():
+  # With a large epsilon the Keras and optax placements differ visibly; ours must be Keras's.
+  ours = run_optax(optimizer_config('adam', epsilon=0.1))
+  np.testing.assert_allclose(ours, keras_adam_numpy(eps=0.1), rtol=1e-5, atol=1e-7)
+  optax_adam = optax.adam(1e-3, eps=0.1)
+  w, state = jnp.asarray(W0), optax_adam.init(jnp.asarray(W0))
+  for g in GRADS:
+    updates, state = optax_adam.update(jnp.asarray(g), state)
+    w = optax.apply_updates(w, updates)
+  assert not np.allclose(np.asarray(w), ours, rtol=1e-6)
+
+
+def test_rmsprop_equals_keras_formula():
+  ours = run_optax(optimizer_config('rmsprop', epsilon=1e-2))
+  np.testing.assert_allclose(ours, keras_rmsprop_numpy(eps=1e-2), rtol=1e-5, atol=1e-7)
+
+
+def test_sgd_momentum_equals_keras_formula():
+  ours = run_optax(optimizer_config('sgd', learning_rate=0.1, momentum=0.9))
+  w, velocity = W0.astype(np.float64), 0.0
+  for g in GRADS:
+    velocity = 0.9 * velocity - 0.1 * g
+    w = w + velocity
+  np.testing.assert_allclose(ours, w, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+  'name, keras_name, overrides',
+  [('adam', 'Adam', {}), ('rmsprop', 'RMSprop', {}), ('sgd', 'SGD', {'momentum': 0.9})],
+)
+def test_matches_keras_itself(name, keras_name, overrides):
+  os.environ.setdefault('KERAS_BACKEND', 'jax')
+  keras = pytest.importorskip('keras')
+  variable = keras.Variable(W0)
+  optimizer = getattr(keras.optimizers, keras_name)(learning_rate=1e-2, **overrides)
+  for g in GRADS:
+    optimizer.apply_gradients([(keras.ops.convert_to_tensor(g), variable)])
+  ours = run_optax(optimizer_config(name, learning_rate=1e-2, **overrides))
+  np.testing.assert_allclose(ours, np.asarray(variable), rtol=1e-5, atol=1e-7)
+
+
+def test_unknown_optimizer_lists_choices():
+  with pytest.raises(ConfigError, match="unknown optimizer 'adamw'; choose one of adam, rmsprop"):
+    optim.create(optimizer_config('adamw'))
+
+
+def test_constant_schedule():
+  schedule = optim.learning_rate_schedule(
+    ml_collections.ConfigDict({'schedule': 'constant', 'learning_rate': 3e-4})
+  )
+  assert float(schedule(0)) == float(schedule(1000)) == pytest.approx(3e-4)

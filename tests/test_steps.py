@@ -1,0 +1,90 @@
+"""dnn_jax.steps: batch orders, masked padding, the scanned train chunk and evaluation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from dnn_jax import models, parallel, steps
+from experiments import mnist_mlp
+
+
+def test_epoch_order_yields_every_example_once():
+  order = np.asarray(steps.epoch_order(jax.random.key(0), 3, num_examples=1000, batch_size=128))
+  assert order.shape == (8, 128)  # ceil(1000 / 128): the last batch is partial, not dropped
+  flat = order.ravel()
+  assert sorted(flat[flat != steps.PAD]) == list(range(1000))
+  assert (flat[1000:] == steps.PAD).all()  # padding only at the end
+
+
+def test_epoch_order_is_reshuffled_and_reproducible():
+  key = jax.random.key(0)
+  order = lambda epoch: np.asarray(steps.epoch_order(key, epoch, 1000, 100))
+  np.testing.assert_array_equal(order(1), order(1))
+  assert not np.array_equal(order(1), order(2))
+  assert not np.array_equal(order(1).ravel(), np.arange(1000))
+
+
+def test_eval_order_is_in_sequence_and_padded():
+  order = np.asarray(steps.batch_order(10, 4))
+  np.testing.assert_array_equal(order, [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, -1, -1]])
+
+
+def tiny_setup(dropout=0.0):
+  config = mnist_mlp.get_config()
+  config.model.hidden_sizes = (16,)
+  config.model.dropout = dropout
+  model = models.create(config.model, input_shape=(4, 4, 1), num_classes=3, seed=0)
+  tx = optax.sgd(0.5)
+  graphdef, state = steps.init_state(model, tx)
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.integers(0, 256, (12, 4, 4, 1)), jnp.uint8)
+  labels = jnp.asarray(rng.integers(0, 3, 12), jnp.int32)
+  return graphdef, tx, state, images, labels
+
+
+def params_after(order_SxB, mesh, dropout=0.0):
+  graphdef, tx, state, images, labels = tiny_setup(dropout)
+  train = parallel.shard_train_chunk(steps.make_train_chunk(graphdef, tx), mesh)
+  state, sums = train(state, images, labels, jnp.asarray(order_SxB, jnp.int32), jax.random.key(1))
+  return state, jax.device_get(sums)
+
+
+def test_padding_is_masked_out_of_the_gradient():
+  mesh = parallel.make_mesh(1)
+  padded, padded_sums = params_after([[3, 1, 4, 0, -1, -1, -1, -1]], mesh)
+  plain, plain_sums = params_after([[3, 1, 4, 0]], mesh)
+  for a, b in zip(jax.tree.leaves(padded.params), jax.tree.leaves(plain.params), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+  assert padded_sums['count'] == plain_sums['count'] == 4
+  np.testing.assert_allclose(padded_sums['loss'], plain_sums['loss'], rtol=1e-6)
+
+
+def test_train_chunk_takes_one_step_per_batch_and_learns():
+  mesh = parallel.make_mesh(1)
+  order = [[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]] * 30
+  state, sums = params_after(order, mesh)
+  assert int(state.step) == 30
+  graphdef, _, initial, images, labels = tiny_setup()
+  evaluate = parallel.shard_evaluate(steps.make_evaluate(graphdef), mesh)
+  eval_order = steps.batch_order(12, 5)
+  before = steps.means(jax.device_get(evaluate(initial, images, labels, eval_order)))
+  after = steps.means(jax.device_get(evaluate(state, images, labels, eval_order)))
+  assert after['loss'] < 0.5 * before['loss']
+  assert sums['count'] == 30 * 12
+
+
+def test_evaluate_equals_numpy_on_a_padded_split():
+  graphdef, _, state, images, labels = tiny_setup()
+  evaluate = parallel.shard_evaluate(steps.make_evaluate(graphdef), parallel.make_mesh(1))
+  sums = jax.device_get(evaluate(state, images, labels, steps.batch_order(12, 5)))
+  model = nnx.merge(graphdef, state.params, state.model_state)
+  logits = np.asarray(model(steps.to_inputs(images)), np.float64)
+  log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  expected_loss = -log_probs[np.arange(12), np.asarray(labels)].mean()
+  expected_accuracy = (logits.argmax(-1) == np.asarray(labels)).mean()
+  means = steps.means(sums)
+  assert sums['count'] == 12
+  np.testing.assert_allclose(means['loss'], expected_loss, rtol=1e-5)
+  np.testing.assert_allclose(means['accuracy'], expected_accuracy)

@@ -1,0 +1,46 @@
+"""dnn_jax.summary: the Keras-style table, alone and from the command line."""
+
+from conftest import run_python
+
+from dnn_jax import models, summary
+from experiments import mnist_mlp
+
+KERAS_MLP_ROWS = [
+  ('flatten', 'Flatten', '(None, 784)', 0),
+  ('dense', 'Dense', '(None, 512)', 401_920),
+  ('dropout', 'Dropout', '(None, 512)', 0),
+  ('dense_1', 'Dense', '(None, 512)', 262_656),
+  ('dropout_1', 'Dropout', '(None, 512)', 0),
+  ('dense_2', 'Dense', '(None, 512)', 262_656),
+  ('dropout_2', 'Dropout', '(None, 512)', 0),
+  ('dense_3', 'Dense', '(None, 10)', 5_130),
+]
+
+
+def test_rows_are_keras_names_shapes_and_counts():
+  config = mnist_mlp.get_config()
+  model = models.create(config.model, input_shape=(28, 28, 1), num_classes=10, seed=0)
+  assert summary.rows(model, (28, 28, 1)) == KERAS_MLP_ROWS
+
+
+def test_command_line_prints_totals():
+  result = run_python('-m', 'dnn_jax.summary', '--config', 'experiments/mnist_mlp.py')
+  assert result.returncode == 0, result.stderr
+  lines = result.stdout.splitlines()
+  assert lines[0] == 'Model: "mlp"'
+  assert ' dense_3 (Dense)             (None, 10)                5,130' in lines
+  assert 'Total params: 932,362' in lines
+  assert 'Trainable params: 932,362' in lines
+  assert 'Non-trainable params: 0' in lines
+
+
+def test_command_line_takes_overrides():
+  result = run_python(
+    '-m',
+    'dnn_jax.summary',
+    '--config',
+    'experiments/mnist_mlp.py',
+    '--config.model.hidden_sizes=(512, 512)',
+  )
+  assert result.returncode == 0, result.stderr
+  assert 'Total params: 669,706' in result.stdout.splitlines()
