@@ -1,0 +1,54 @@
+"""dnn_jax.configs and experiments/: every experiment validates and says what the tutorial did."""
+
+import pytest
+
+from dnn_jax import configs
+from dnn_jax.errors import ConfigError
+from experiments import mnist_mlp, mnist_mlp_2layer, mnist_mlp_minimal
+
+
+def test_minimal_mlp_is_the_tutorials():
+  config = configs.validated(mnist_mlp_minimal.get_config())
+  assert config.model.hidden_sizes == (512, 512, 512)
+  assert (config.model.activation, config.model.dropout) == ('relu', 0.2)
+  assert config.optimizer.name == 'rmsprop'
+  assert (config.optimizer.learning_rate, config.optimizer.rho) == (1e-3, 0.9)
+  assert config.optimizer.epsilon == 1e-7
+  assert (config.batch_size, config.num_epochs) == (128, 10)
+  assert config.data.validation_split == config.data.test_split == 'test'
+
+
+def test_default_mlp_uses_keras_adam():
+  config = configs.validated(mnist_mlp.get_config())
+  assert config.optimizer.name == 'adam'
+  assert (config.optimizer.beta_1, config.optimizer.beta_2) == (0.9, 0.999)
+  assert config.optimizer.epsilon == 1e-7
+
+
+def test_two_layer_mlp_is_the_keras_example():
+  config = configs.validated(mnist_mlp_2layer.get_config())
+  assert config.model.hidden_sizes == (512, 512)
+  assert (config.optimizer.name, config.num_epochs) == ('rmsprop', 20)
+
+
+@pytest.mark.parametrize(
+  'key, value, message',
+  [
+    ('optimizer.schedule', 'cosine', "unknown schedule 'cosine'; choose one of constant"),
+    ('loss', 'hinge', "unknown loss 'hinge'"),
+    ('progress', 'fancy', "unknown progress 'fancy'; choose one of auto, bar, lines"),
+    ('eval_batch_size', 0, 'config.eval_batch_size=0 must be a positive integer'),
+    ('steps_per_call', -1, 'config.steps_per_call=-1 must be a non-negative integer'),
+    ('model.dropout', -0.1, 'config.model.dropout=-0.1 must be in [0, 1)'),
+    ('model.hidden_sizes', (512, 0), 'config.model.hidden_sizes=(512, 0) must be > 0'),
+    ('optimizer.learning_rate', 0.0, 'config.optimizer.learning_rate=0.0 must be a positive'),
+  ],
+)
+def test_bad_values_raise_one_line(key, value, message):
+  config = mnist_mlp.get_config()
+  parent, _, leaf = key.rpartition('.')
+  (config[parent] if parent else config)[leaf] = value
+  with pytest.raises(ConfigError) as e:
+    configs.validated(config)
+  assert message in str(e.value)
+  assert '\n' not in str(e.value)

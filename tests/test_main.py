@@ -1,0 +1,75 @@
+"""dnn_jax.main: the command line, overrides, one-line errors, and no TensorFlow in training."""
+
+import json
+
+import pytest
+from conftest import run_python
+
+# Runs main in-process, then prints which TensorFlow modules training imported.
+RUN_MAIN_THEN_LIST_TF = (
+  'import runpy, sys\n'
+  'sys.argv = ["main"] + sys.argv[1:]\n'
+  'try:\n'
+  '  runpy.run_module("dnn_jax.main", run_name="__main__")\n'
+  'except SystemExit as e:\n'
+  '  assert not e.code, e.code\n'
+  'print(sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow"))\n'
+)
+
+
+def test_train_from_the_command_line_with_overrides(tmp_path):
+  result = run_python(
+    '-c', RUN_MAIN_THEN_LIST_TF,
+    '--config', 'experiments/mnist_mlp.py',
+    '--workdir', str(tmp_path),
+    '--config.optimizer.learning_rate=3e-4',
+    '--config.num_epochs=1',
+    '--config.data.train_split=train[:1024]',
+    '--config.num_devices=2',
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr
+  lines = result.stdout.splitlines()
+  assert lines[-1] == '[]'  # training imported no TensorFlow
+  assert any(line.startswith('Epoch 1/1 - ') and 'val_accuracy: ' in line for line in lines)
+  assert any(line.startswith('Test accuracy: ') for line in lines)
+  metrics = json.loads((tmp_path / 'metrics.json').read_text())
+  assert metrics['config']['optimizer']['learning_rate'] == 3e-4
+  assert metrics['devices']['count'] == 2
+
+
+@pytest.mark.parametrize(
+  'override, message',
+  [
+    (
+      '--config.optimizer.name=adamw',
+      "unknown optimizer 'adamw'; choose one of adam, rmsprop, sgd",
+    ),
+    ('--config.model.name=resnet', "unknown model 'resnet'; choose one of mlp"),
+    ('--config.data.name=svhn', "unknown dataset 'svhn'; choose one of mnist, fashion_mnist"),
+    ('--config.optimizer.learning_rate=-0.1', 'config.optimizer.learning_rate=-0.1 must be a'),
+    ('--config.batch_size=0', 'config.batch_size=0 must be a positive integer'),
+    ('--config.num_epochs=-2', 'config.num_epochs=-2 must be a positive integer'),
+    ('--config.model.dropout=1.0', 'config.model.dropout=1.0 must be in [0, 1)'),
+    ('--config.batch_size=130', 'batch_size=130 is not divisible by the 4 devices'),
+    ('--config.num_devices=16', 'num_devices=16 but only 4 cpu device(s) exist'),
+  ],
+)
+def test_bad_config_is_one_line_without_traceback(tmp_path, override, message):
+  result = run_python(
+    '-m', 'dnn_jax.main', '--config', 'experiments/mnist_mlp.py', '--workdir', str(tmp_path),
+    override,
+  )  # fmt: skip
+  assert result.returncode == 2
+  errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+  assert len(errors) == 1 and message in errors[0], result.stderr
+  assert 'Traceback' not in result.stderr
+  assert not (tmp_path / 'metrics.json').exists()
+
+
+def test_unknown_config_key_is_rejected(tmp_path):
+  result = run_python(
+    '-m', 'dnn_jax.main', '--config', 'experiments/mnist_mlp.py', '--workdir', str(tmp_path),
+    '--config.optimizer.learnig_rate=0.1',
+  )  # fmt: skip
+  assert result.returncode != 0
+  assert 'learnig_rate' in result.stderr

@@ -1,0 +1,94 @@
+"""dnn_jax.train: end to end on real MNIST; metrics.json; determinism; chunking; errors."""
+
+import json
+
+import pytest
+
+from dnn_jax import train
+from dnn_jax.errors import ConfigError, UserError
+
+HISTORY_KEYS = {'epoch', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'seconds'}
+
+
+def small_config(base_config, **overrides):
+  config = base_config()
+  config.data.train_split = 'train[:3000]'
+  config.data.validation_split = config.data.test_split = 'test[:1000]'
+  config.num_epochs = 2
+  config.num_devices = 1
+  config.progress = 'lines'
+  config.update(overrides)
+  return config
+
+
+def test_one_epoch_on_real_mnist_beats_95_percent(base_config, tmp_path, capsys):
+  config = base_config()
+  config.num_epochs = 1
+  config.num_devices = 1
+  result = train.train_and_evaluate(config, tmp_path)
+  assert result['test']['accuracy'] > 0.95
+  out = capsys.readouterr().out
+  assert 'Total params: 932,362' in out
+  assert 'Epoch 1/1 - ' in out
+  assert f'Test accuracy: {result["test"]["accuracy"]:.4f}' in out
+
+
+def test_metrics_json_has_the_documented_fields(base_config, tmp_path):
+  result = train.train_and_evaluate(small_config(base_config), tmp_path)
+  written = json.loads((tmp_path / 'metrics.json').read_text())
+  assert written == json.loads(json.dumps(result))
+  assert written['config']['optimizer']['name'] == 'adam'
+  assert [h['epoch'] for h in written['history']] == [1, 2]
+  assert all(set(h) >= HISTORY_KEYS for h in written['history'])
+  assert set(written['test']) == {'loss', 'accuracy'}
+  assert written['train_samples_per_sec'] > 0
+  assert written['devices'] == {'platform': 'cpu', 'kind': 'cpu', 'count': 1}
+
+
+def without_times(result):
+  return [{k: v for k, v in h.items() if k != 'seconds'} for h in result['history']]
+
+
+def test_same_seed_same_metrics_and_other_seed_differs(base_config, tmp_path):
+  first = train.train_and_evaluate(small_config(base_config), tmp_path / 'a')
+  again = train.train_and_evaluate(small_config(base_config), tmp_path / 'b')
+  other = train.train_and_evaluate(small_config(base_config, seed=1), tmp_path / 'c')
+  assert without_times(first) == without_times(again)
+  assert first['test'] == again['test']
+  assert without_times(first) != without_times(other)
+
+
+def test_chunked_epochs_equal_whole_epochs(base_config, tmp_path):
+  whole = train.train_and_evaluate(small_config(base_config), tmp_path / 'a')
+  chunked = train.train_and_evaluate(small_config(base_config, steps_per_call=7), tmp_path / 'b')
+  for a, b in zip(without_times(whole), without_times(chunked), strict=True):
+    assert a == pytest.approx(b, rel=1e-5)
+
+
+def test_four_devices_match_one(base_config, tmp_path):
+  one = train.train_and_evaluate(small_config(base_config, num_epochs=1), tmp_path / 'a')
+  four = train.train_and_evaluate(
+    small_config(base_config, num_epochs=1, num_devices=4), tmp_path / 'b'
+  )
+  assert four['devices']['count'] == 4
+  for a, b in zip(without_times(one), without_times(four), strict=True):
+    assert a == pytest.approx(b, rel=1e-3)
+
+
+def test_separate_test_split_is_evaluated_at_the_end(base_config, tmp_path):
+  config = small_config(base_config, num_epochs=1)
+  config.data.validation_split = 'test[5000:6000]'
+  result = train.train_and_evaluate(config, tmp_path)
+  assert result['test']['loss'] != result['history'][-1]['val_loss']
+
+
+def test_batch_larger_than_the_split_is_a_clear_error(base_config, tmp_path):
+  config = small_config(base_config, batch_size=4096)
+  with pytest.raises(ConfigError, match='batch_size=4096 is larger than the 3,000 training'):
+    train.train_and_evaluate(config, tmp_path)
+
+
+def test_unwritable_workdir_is_a_clear_error(base_config, tmp_path):
+  (tmp_path / 'a_file').write_text('')
+  with pytest.raises(UserError, match='workdir .*a_file/run is not writable'):
+    train.train_and_evaluate(small_config(base_config), tmp_path / 'a_file' / 'run')
