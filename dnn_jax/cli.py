@@ -2,7 +2,7 @@
 
 import sys
 
-from absl import flags
+from absl import flags, logging
 
 from dnn_jax.errors import UserError
 
@@ -11,6 +11,10 @@ flags.DEFINE_bool('verbose', False, 'Show tracebacks for user errors too.')
 
 def run_reporting_errors(fn, *args, **kwargs):
   """Calls fn; a UserError exits 2 with `error: <message>` (traceback only with --verbose)."""
+  if not flags.FLAGS.verbose:
+    # Libraries log routine facts at INFO (no TPU found, dataset info loaded): keep the
+    # console to the Keras-style lines.
+    logging.set_verbosity(logging.WARNING)
   try:
     return fn(*args, **kwargs)
   except UserError as e:

@@ -1,11 +1,13 @@
 """train_and_evaluate(config, workdir): build, compile, run scanned epochs, evaluate, log."""
 
+import dataclasses
 import functools
 import json
 import os
 import pathlib
 import statistics
 import time
+from typing import Any
 
 import jax
 import numpy as np
@@ -13,6 +15,198 @@ import numpy as np
 from dnn_jax import configs, data, models, optim, parallel, steps, summary
 from dnn_jax.errors import ConfigError, UserError
 from dnn_jax.progress import EpochProgress
+
+
+@dataclasses.dataclass
+class Experiment:
+  """A config turned into device-resident data and compiled functions, ready to train."""
+
+  config: Any
+  mesh: jax.sharding.Mesh
+  splits: data.Splits
+  model_summary: str
+  schedule: Any
+  state: steps.TrainState  # the initial state, replicated on the mesh
+  arrays: dict  # split name -> (images_N, labels_N) replicated on the mesh
+  eval_orders: dict  # split name -> [steps, batch] indices, sharded over the data axis
+  epoch_order: Any  # jitted (shuffle_key, epoch) -> [steps, batch] indices
+  train_chunk: Any  # jitted fn(state, images, labels, order, key) -> (state, metric sums)
+  train_chunks: dict  # chunk length -> train_chunk compiled for it
+  evaluate: Any  # jitted fn(state, images, labels, order) -> metric sums
+  shuffle_key: jax.Array
+  dropout_key: jax.Array
+  chunks: list  # (first step, end step) of each compiled call in an epoch
+  compile_seconds: float
+
+  @property
+  def num_train(self) -> int:
+    return len(self.splits.train['label'])
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return self.chunks[-1][1]
+
+
+def build(config) -> Experiment:
+  """Validates config, loads the data onto the mesh, builds the model and compiles its steps."""
+  config = configs.validated(config)
+  mesh = parallel.make_mesh(config.num_devices)
+  parallel.check_divisible(config.batch_size, mesh)
+  splits = data.load(config.data)
+  num_train = len(splits.train['label'])
+  if config.batch_size > num_train:
+    raise ConfigError(
+      f'config.batch_size={config.batch_size} is larger than the {num_train:,} training '
+      f'examples of {config.data.name}; use at most {num_train}'
+    )
+  model = models.create(
+    config.model, input_shape=splits.image_shape, num_classes=splits.num_classes, seed=config.seed
+  )
+  model_summary = summary.format_summary(model, splits.image_shape, title=config.model.name)
+  tx = optim.create(config.optimizer)
+  graphdef, state = steps.init_state(model, tx)
+  del model  # from here on the model lives as (graphdef, state) on the mesh
+
+  replicated = parallel.replicated(mesh)
+  state = jax.device_put(state, replicated)
+  named = {'train': splits.train, 'validation': splits.validation}
+  if not splits.validation_is_test:
+    named['test'] = splits.test
+  arrays = {k: jax.device_put((v['image'], v['label']), replicated) for k, v in named.items()}
+  order_sharding = parallel.batch_sharded(mesh, batch_axis=1)
+  eval_batch = -(-config.eval_batch_size // mesh.size) * mesh.size  # padded: any size works
+  eval_orders = {
+    k: jax.device_put(steps.batch_order(len(v['label']), eval_batch), order_sharding)
+    for k, v in named.items()
+    if k != 'train'
+  }
+  epoch_order = jax.jit(
+    functools.partial(steps.epoch_order, num_examples=num_train, batch_size=config.batch_size),
+    out_shardings=order_sharding,
+  )
+  root_key = jax.random.key(config.seed)
+  shuffle_key, dropout_key = jax.random.fold_in(root_key, 1), jax.random.fold_in(root_key, 2)
+  steps_per_epoch = -(-num_train // config.batch_size)
+  size = config.steps_per_call or steps_per_epoch
+  chunks = [(a, min(a + size, steps_per_epoch)) for a in range(0, steps_per_epoch, size)]
+
+  # Compile ahead of time: compile time is reported apart from training time.
+  start = time.perf_counter()
+  train_chunk = parallel.shard_train_chunk(steps.make_train_chunk(graphdef, tx), mesh)
+  order = epoch_order(shuffle_key, 0)
+  train_chunks = {}
+  for a, b in chunks:
+    if b - a not in train_chunks:
+      args = (state, *arrays['train'], order[a:b], dropout_key)
+      train_chunks[b - a] = train_chunk.lower(*args).compile()
+  evaluate = parallel.shard_evaluate(steps.make_evaluate(graphdef), mesh)
+  evaluate.lower(state, *arrays['validation'], eval_orders['validation']).compile()
+  compile_seconds = time.perf_counter() - start
+
+  return Experiment(
+    config=config,
+    mesh=mesh,
+    splits=splits,
+    model_summary=model_summary,
+    schedule=optim.learning_rate_schedule(config.optimizer),
+    state=state,
+    arrays=arrays,
+    eval_orders=eval_orders,
+    epoch_order=epoch_order,
+    train_chunk=train_chunk,
+    train_chunks=train_chunks,
+    evaluate=evaluate,
+    shuffle_key=shuffle_key,
+    dropout_key=dropout_key,
+    chunks=chunks,
+    compile_seconds=compile_seconds,
+  )
+
+
+def train_epoch(exp: Experiment, state, epoch: int, progress: EpochProgress | None = None):
+  """One epoch (0-based) of compiled calls; returns (state, metric sums fetched to the host)."""
+  order = exp.epoch_order(exp.shuffle_key, epoch)
+  epoch_key = jax.random.fold_in(exp.dropout_key, epoch)
+  totals, pending = None, []
+  for a, b in exp.chunks:
+    state, sums = exp.train_chunks[b - a](state, *exp.arrays['train'], order[a:b], epoch_key)
+    pending.append((b, sums))
+    if len(pending) > 1:  # read the previous chunk while this one runs: no pipeline bubble
+      totals = _add_chunk(pending.pop(0), totals, progress)
+  return state, _add_chunk(pending.pop(0), totals, progress)
+
+
+def _add_chunk(item, totals, progress):
+  end_step, sums = item
+  sums = {k: np.float64(v) for k, v in jax.device_get(sums).items()}
+  totals = sums if totals is None else {k: totals[k] + sums[k] for k in sums}
+  if progress:
+    progress.update(end_step, steps.means(totals))
+  return totals
+
+
+def evaluate(exp: Experiment, state, split: str) -> dict:
+  """{'loss', 'accuracy'} over the whole split ('validation' or 'test')."""
+  if split == 'test' and exp.splits.validation_is_test:
+    split = 'validation'
+  sums = exp.evaluate(state, *exp.arrays[split], exp.eval_orders[split])
+  return steps.means(jax.device_get(sums))
+
+
+def train_and_evaluate(config, workdir) -> dict:
+  """Trains config's experiment into workdir; returns what it writes to metrics.json.
+
+  Args:
+    config: an experiment ConfigDict (see experiments/base.py).
+    workdir: where metrics.json goes; created if missing.
+  """
+  configs.validated(config)
+  workdir = _prepare_workdir(workdir)
+  exp = build(config)
+  config, mesh = exp.config, exp.mesh
+  print(exp.model_summary)
+  print(
+    f'Train on {exp.num_train:,} samples, validate on '
+    f'{len(exp.splits.validation["label"]):,} samples; {mesh.size} '
+    f'{mesh.devices.flat[0].platform} device(s), batch {config.batch_size} '
+    f'({config.batch_size // mesh.size} per device), {exp.steps_per_epoch} steps per epoch in '
+    f'{len(exp.chunks)} compiled call(s); compiled in {exp.compile_seconds:.1f}s',
+    flush=True,
+  )
+  device = mesh.devices.flat[0]
+  result = {
+    'config': json.loads(config.to_json()),
+    'history': [],
+    'devices': {'platform': device.platform, 'kind': device.device_kind, 'count': mesh.size},
+    'compile_seconds': exp.compile_seconds,
+  }
+  state, train_seconds = exp.state, []
+  for epoch in range(config.num_epochs):
+    progress = EpochProgress(epoch + 1, config.num_epochs, exp.steps_per_epoch, config.progress)
+    start = time.perf_counter()
+    state, sums = train_epoch(exp, state, epoch, progress)
+    train_seconds.append(time.perf_counter() - start)
+    train, val = steps.means(sums), evaluate(exp, state, 'validation')
+    record = {
+      'epoch': epoch + 1,
+      'loss': train['loss'],
+      'accuracy': train['accuracy'],
+      'val_loss': val['loss'],
+      'val_accuracy': val['accuracy'],
+      'seconds': time.perf_counter() - start,
+      'train_seconds': train_seconds[-1],
+      'learning_rate': float(exp.schedule(int(state.step) - 1)),
+    }
+    result['history'].append(record)
+    result['train_samples_per_sec'] = exp.num_train / statistics.median(train_seconds)
+    progress.end(record['seconds'], {k: record[k] for k in list(record)[1:5]})
+    write_json(workdir / 'metrics.json', result)
+
+  result['test'] = evaluate(exp, state, 'test')
+  write_json(workdir / 'metrics.json', result)
+  print(f'Test loss: {result["test"]["loss"]:.4f}')
+  print(f'Test accuracy: {result["test"]["accuracy"]:.4f}')
+  return result
 
 
 def _prepare_workdir(workdir) -> pathlib.Path:
@@ -34,154 +228,3 @@ def write_json(path: pathlib.Path, obj) -> None:
   tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
   tmp.write_text(json.dumps(obj, indent=2) + '\n')
   os.replace(tmp, path)
-
-
-def _chunks(steps_per_epoch: int, steps_per_call: int) -> list[tuple[int, int]]:
-  size = steps_per_call or steps_per_epoch
-  return [(a, min(a + size, steps_per_epoch)) for a in range(0, steps_per_epoch, size)]
-
-
-def _devices(mesh) -> dict:
-  device = mesh.devices.flat[0]
-  return {'platform': device.platform, 'kind': device.device_kind, 'count': mesh.size}
-
-
-def train_and_evaluate(config, workdir) -> dict:
-  """Trains config's experiment into workdir; returns what it writes to metrics.json.
-
-  Args:
-    config: an experiment ConfigDict (see experiments/base.py).
-    workdir: where metrics.json goes; created if missing.
-  """
-  config = configs.validated(config)
-  mesh = parallel.make_mesh(config.num_devices)
-  parallel.check_divisible(config.batch_size, mesh)
-  workdir = _prepare_workdir(workdir)
-  splits = data.load(config.data)
-  num_train = len(splits.train['label'])
-  if config.batch_size > num_train:
-    raise ConfigError(
-      f'config.batch_size={config.batch_size} is larger than the {num_train:,} training '
-      f'examples of {config.data.name}; use at most {num_train}'
-    )
-
-  model = models.create(
-    config.model,
-    input_shape=splits.image_shape,
-    num_classes=splits.num_classes,
-    seed=config.seed,
-  )
-  print(summary.format_summary(model, splits.image_shape, title=config.model.name))
-  tx = optim.create(config.optimizer)
-  schedule = optim.learning_rate_schedule(config.optimizer)
-  graphdef, state = steps.init_state(model, tx)
-  del model  # from here on the model lives as (graphdef, state) on the mesh
-
-  replicated = parallel.replicated(mesh)
-  state = jax.device_put(state, replicated)
-  on_device = {
-    name: jax.device_put((split['image'], split['label']), replicated)
-    for name, split in (('train', splits.train), ('validation', splits.validation))
-  }
-  if not splits.validation_is_test:
-    on_device['test'] = jax.device_put((splits.test['image'], splits.test['label']), replicated)
-
-  # Compiled functions: a chunk of scanned train steps, a whole-split evaluation, the order.
-  train_chunk = parallel.shard_train_chunk(steps.make_train_chunk(graphdef, tx), mesh)
-  evaluate = parallel.shard_evaluate(steps.make_evaluate(graphdef), mesh)
-  order_sharding = parallel.batch_sharded(mesh, batch_axis=1)
-  epoch_order = jax.jit(
-    functools.partial(steps.epoch_order, num_examples=num_train, batch_size=config.batch_size),
-    out_shardings=order_sharding,
-  )
-  eval_batch = -(-config.eval_batch_size // mesh.size) * mesh.size  # padded, so any size works
-  eval_orders = {
-    name: jax.device_put(steps.batch_order(len(arrays[1]), eval_batch), order_sharding)
-    for name, arrays in on_device.items()
-    if name != 'train'
-  }
-
-  root_key = jax.random.key(config.seed)
-  shuffle_key, dropout_key = jax.random.fold_in(root_key, 1), jax.random.fold_in(root_key, 2)
-  steps_per_epoch = -(-num_train // config.batch_size)
-  chunks = _chunks(steps_per_epoch, config.steps_per_call)
-
-  compile_start = time.perf_counter()
-  order = epoch_order(shuffle_key, 0)
-  compiled = {}
-  for a, b in chunks:
-    if b - a not in compiled:
-      args = (state, *on_device['train'], order[a:b], dropout_key)
-      compiled[b - a] = train_chunk.lower(*args).compile()
-  evaluate_validation = evaluate.lower(
-    state, *on_device['validation'], eval_orders['validation']
-  ).compile()
-  compile_seconds = time.perf_counter() - compile_start
-
-  per_device = config.batch_size // mesh.size
-  print(
-    f'Train on {num_train:,} samples, validate on {len(splits.validation["label"]):,} samples; '
-    f'{mesh.size} {mesh.devices.flat[0].platform} device(s), batch {config.batch_size} '
-    f'({per_device} per device), {steps_per_epoch} steps per epoch in {len(chunks)} '
-    f'compiled call(s); compiled in {compile_seconds:.1f}s',
-    flush=True,
-  )
-
-  history, train_seconds = [], []
-  result = {
-    'config': json.loads(config.to_json()),
-    'history': history,
-    'devices': _devices(mesh),
-    'compile_seconds': compile_seconds,
-  }
-  for epoch in range(config.num_epochs):
-    progress = EpochProgress(epoch + 1, config.num_epochs, steps_per_epoch, config.progress)
-    start = time.perf_counter()
-    order = epoch_order(shuffle_key, epoch)
-    epoch_key = jax.random.fold_in(dropout_key, epoch)
-    totals, pending = None, []
-    for a, b in chunks:
-      state, sums = compiled[b - a](state, *on_device['train'], order[a:b], epoch_key)
-      pending.append((b, sums))
-      if len(pending) > 1:  # read the previous chunk while this one runs: no pipeline bubble
-        totals = _consume(pending.pop(0), totals, progress)
-    totals = _consume(pending.pop(0), totals, progress)
-    train_seconds.append(time.perf_counter() - start)
-    val_sums = evaluate_validation(state, *on_device['validation'], eval_orders['validation'])
-    val = steps.means(jax.device_get(val_sums))
-    seconds = time.perf_counter() - start
-    train = steps.means(totals)
-    record = {
-      'epoch': epoch + 1,
-      'loss': train['loss'],
-      'accuracy': train['accuracy'],
-      'val_loss': val['loss'],
-      'val_accuracy': val['accuracy'],
-      'seconds': seconds,
-      'learning_rate': float(schedule(int(state.step) - 1)),
-    }
-    history.append(record)
-    shown = {k: record[k] for k in ('loss', 'accuracy', 'val_loss', 'val_accuracy')}
-    progress.end(seconds, shown)
-    result['train_samples_per_sec'] = num_train / statistics.median(train_seconds)
-    write_json(workdir / 'metrics.json', result)
-
-  if splits.validation_is_test:
-    test = {'loss': history[-1]['val_loss'], 'accuracy': history[-1]['val_accuracy']}
-  else:
-    test_sums = evaluate(state, *on_device['test'], eval_orders['test'])
-    test = steps.means(jax.device_get(test_sums))
-  result['test'] = test
-  write_json(workdir / 'metrics.json', result)
-  print(f'Test loss: {test["loss"]:.4f}')
-  print(f'Test accuracy: {test["accuracy"]:.4f}')
-  return result
-
-
-def _consume(item, totals, progress):
-  """Adds one chunk's fetched metric sums to the epoch totals and redraws the progress bar."""
-  step, sums = item
-  sums = jax.device_get(sums)
-  totals = sums if totals is None else {k: totals[k] + sums[k] for k in sums}
-  progress.update(step, steps.means(totals))
-  return {k: np.float64(v) for k, v in totals.items()}

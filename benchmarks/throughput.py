@@ -1,0 +1,99 @@
+"""Train and eval throughput of an experiment's compiled epoch, and the machine's matmul rate.
+
+Usage: python -m benchmarks.throughput --config experiments/mnist_mlp.py [--repeats 5]
+Prints one JSON object, then a readable table. Medians of timed calls after a warm-up call;
+compile time is measured apart. The matmul rate (float32, the model's largest layer shape)
+tells how close training runs to what this device can do.
+"""
+
+import json
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+from absl import app, flags
+from ml_collections import config_flags
+
+from dnn_jax import cli, train
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
+flags.DEFINE_integer('repeats', 5, 'Timed calls per measurement (after one warm-up call).')
+flags.mark_flags_as_required(['config'])
+
+
+def median_seconds(fn, repeats: int) -> float:
+  """Median wall time of fn() (which must block until its result is ready)."""
+  fn()  # warm-up
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def matmul_gflops(m: int, k: int, n: int, repeats: int) -> float:
+  """float32 [m, k] @ [k, n] rate of this device, in GFLOP/s."""
+  a, b = jnp.ones((m, k), jnp.float32), jnp.ones((k, n), jnp.float32)
+  matmul = jax.jit(lambda a, b: a @ b)
+  seconds = median_seconds(lambda: matmul(a, b).block_until_ready(), repeats * 20)
+  return 2 * m * k * n / seconds / 1e9
+
+
+def step_flops(exp) -> float:
+  """XLA's FLOP count of one optimizer step on the whole batch (all devices together)."""
+  # A one-step chunk: XLA counts a loop body once, whatever the trip count.
+  order = exp.epoch_order(exp.shuffle_key, 0)[:1]
+  args = (exp.state, *exp.arrays['train'], order, exp.dropout_key)
+  cost = exp.train_chunk.lower(*args).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  return float(cost.get('flops', 0.0)) * exp.mesh.size
+
+
+def measure(config, config_file: str, repeats: int) -> dict:
+  """Throughput numbers for one config."""
+  exp = train.build(config)
+  state = exp.state
+  epoch = [0]
+
+  def one_epoch():
+    nonlocal state
+    state, _ = train.train_epoch(exp, state, epoch[0])  # fetches its metrics: it has finished
+    epoch[0] += 1
+
+  epoch_seconds = median_seconds(one_epoch, repeats)
+  eval_seconds = median_seconds(lambda: train.evaluate(exp, state, 'validation'), repeats)
+  num_eval = len(exp.splits.validation['label'])
+  flops_per_sample = step_flops(exp) / config.batch_size
+  samples_per_sec = exp.num_train / epoch_seconds
+  batch = config.batch_size // exp.mesh.size
+  widest = max(config.model.get('hidden_sizes', (512,)))
+  device = exp.mesh.devices.flat[0]
+  return {
+    'config': config_file,
+    'device': f'{exp.mesh.size} x {device.device_kind}',
+    'batch_size': config.batch_size,
+    'train_samples_per_sec': samples_per_sec,
+    'eval_samples_per_sec': num_eval / eval_seconds,
+    'step_ms': 1e3 * epoch_seconds / exp.steps_per_epoch,
+    'compile_seconds': exp.compile_seconds,
+    'flops_per_sample': flops_per_sample,
+    'train_gflops': flops_per_sample * samples_per_sec / 1e9,
+    'matmul_gflops': matmul_gflops(batch, widest, widest, repeats),
+  }
+
+
+def main(argv):
+  del argv
+  config_file = config_flags.get_config_filename(FLAGS['config'])
+  result = cli.run_reporting_errors(measure, FLAGS.config, config_file, FLAGS.repeats)
+  print(json.dumps(result))
+  for key, value in result.items():
+    shown = f'{value:,.2f}' if isinstance(value, float) else str(value)
+    print(f'{key:>22}  {shown}')
+
+
+if __name__ == '__main__':
+  app.run(main)
