@@ -54,6 +54,7 @@ def step_flops(exp) -> float:
 
 def measure(config, config_file: str, repeats: int) -> dict:
   """Throughput numbers for one config."""
+  config.progress = 'lines'  # no bar: steps_per_call 0 then means one compiled call per epoch
   exp = train.build(config)
   state = exp.state
   epoch = [0]

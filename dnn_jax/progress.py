@@ -3,6 +3,13 @@
 import sys
 
 BAR_WIDTH = 30
+BAR_UPDATES_PER_EPOCH = 10  # compiled calls per epoch when a bar is shown and none are set
+
+
+def shows_bar(mode: str, stream=None) -> bool:
+  """Whether progress `mode` draws a bar on stream: 'bar', or 'auto' on a terminal."""
+  stream = stream or sys.stdout
+  return mode == 'bar' or (mode == 'auto' and getattr(stream, 'isatty', lambda: False)())
 
 
 def format_metrics(metrics: dict) -> str:
@@ -17,8 +24,7 @@ class EpochProgress:
     self.stream = stream or sys.stdout
     self.prefix = f'Epoch {epoch}/{num_epochs}'
     self.steps = steps
-    isatty = getattr(self.stream, 'isatty', lambda: False)()
-    self.bar = mode == 'bar' or (mode == 'auto' and isatty)
+    self.bar = shows_bar(mode, self.stream)
 
   def update(self, step: int, metrics: dict) -> None:
     """Redraws the bar after `step` of `steps` optimizer steps (a no-op without a terminal)."""

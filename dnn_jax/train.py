@@ -12,9 +12,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from dnn_jax import configs, data, models, optim, parallel, steps, summary
+from dnn_jax import configs, models, optim, parallel, progress, steps, summary
+from dnn_jax.data import splits as data_splits
 from dnn_jax.errors import ConfigError, UserError
-from dnn_jax.progress import EpochProgress
 
 
 @dataclasses.dataclass
@@ -23,7 +23,7 @@ class Experiment:
 
   config: Any
   mesh: jax.sharding.Mesh
-  splits: data.Splits
+  splits: data_splits.Splits
   model_summary: str
   schedule: Any
   state: steps.TrainState  # the initial state, replicated on the mesh
@@ -52,7 +52,7 @@ def build(config) -> Experiment:
   config = configs.validated(config)
   mesh = parallel.make_mesh(config.num_devices)
   parallel.check_divisible(config.batch_size, mesh)
-  splits = data.load(config.data)
+  splits = data_splits.load(config.data)
   num_train = len(splits.train['label'])
   if config.batch_size > num_train:
     raise ConfigError(
@@ -88,6 +88,8 @@ def build(config) -> Experiment:
   shuffle_key, dropout_key = jax.random.fold_in(root_key, 1), jax.random.fold_in(root_key, 2)
   steps_per_epoch = -(-num_train // config.batch_size)
   size = config.steps_per_call or steps_per_epoch
+  if not config.steps_per_call and progress.shows_bar(config.progress):
+    size = -(-steps_per_epoch // progress.BAR_UPDATES_PER_EPOCH)  # a bar that moves
   chunks = [(a, min(a + size, steps_per_epoch)) for a in range(0, steps_per_epoch, size)]
 
   # Compile ahead of time: compile time is reported apart from training time.
@@ -123,7 +125,7 @@ def build(config) -> Experiment:
   )
 
 
-def train_epoch(exp: Experiment, state, epoch: int, progress: EpochProgress | None = None):
+def train_epoch(exp: Experiment, state, epoch: int, bar: progress.EpochProgress | None = None):
   """One epoch (0-based) of compiled calls; returns (state, metric sums fetched to the host)."""
   order = exp.epoch_order(exp.shuffle_key, epoch)
   epoch_key = jax.random.fold_in(exp.dropout_key, epoch)
@@ -132,16 +134,16 @@ def train_epoch(exp: Experiment, state, epoch: int, progress: EpochProgress | No
     state, sums = exp.train_chunks[b - a](state, *exp.arrays['train'], order[a:b], epoch_key)
     pending.append((b, sums))
     if len(pending) > 1:  # read the previous chunk while this one runs: no pipeline bubble
-      totals = _add_chunk(pending.pop(0), totals, progress)
-  return state, _add_chunk(pending.pop(0), totals, progress)
+      totals = _add_chunk(pending.pop(0), totals, bar)
+  return state, _add_chunk(pending.pop(0), totals, bar)
 
 
-def _add_chunk(item, totals, progress):
+def _add_chunk(item, totals, bar):
   end_step, sums = item
   sums = {k: np.float64(v) for k, v in jax.device_get(sums).items()}
   totals = sums if totals is None else {k: totals[k] + sums[k] for k in sums}
-  if progress:
-    progress.update(end_step, steps.means(totals))
+  if bar:
+    bar.update(end_step, steps.means(totals))
   return totals
 
 
@@ -182,9 +184,9 @@ def train_and_evaluate(config, workdir) -> dict:
   }
   state, train_seconds = exp.state, []
   for epoch in range(config.num_epochs):
-    progress = EpochProgress(epoch + 1, config.num_epochs, exp.steps_per_epoch, config.progress)
+    bar = progress.EpochProgress(epoch + 1, config.num_epochs, exp.steps_per_epoch, config.progress)
     start = time.perf_counter()
-    state, sums = train_epoch(exp, state, epoch, progress)
+    state, sums = train_epoch(exp, state, epoch, bar)
     train_seconds.append(time.perf_counter() - start)
     train, val = steps.means(sums), evaluate(exp, state, 'validation')
     record = {
@@ -199,7 +201,7 @@ def train_and_evaluate(config, workdir) -> dict:
     }
     result['history'].append(record)
     result['train_samples_per_sec'] = exp.num_train / statistics.median(train_seconds)
-    progress.end(record['seconds'], {k: record[k] for k in list(record)[1:5]})
+    bar.end(record['seconds'], {k: record[k] for k in list(record)[1:5]})
     write_json(workdir / 'metrics.json', result)
 
   result['test'] = evaluate(exp, state, 'test')

@@ -38,7 +38,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_size = 128  # global: split evenly across devices
   config.eval_batch_size = 1000
   config.num_epochs = 10
-  config.steps_per_call = 0  # optimizer steps per compiled call; 0 = a whole epoch
+  # Optimizer steps per compiled call; 0 = a whole epoch (a tenth of one while a bar is shown).
+  config.steps_per_call = 0
   config.num_devices = 0  # 0 = every visible device
   config.progress = 'auto'  # auto (a bar on a terminal), bar or lines
   return config

@@ -7,6 +7,8 @@ import sys
 
 # Every test process sees 4 CPU devices; single-device runs ask for num_devices=1.
 os.environ.setdefault('JAX_NUM_CPU_DEVICES', '4')
+# Keras (for parity tests) on its JAX backend: no TensorFlow in the test process.
+os.environ.setdefault('KERAS_BACKEND', 'jax')
 
 import pytest
 
@@ -24,9 +26,9 @@ def base_config():
 @pytest.fixture(scope='session')
 def mnist(base_config):
   """The real MNIST splits, read from the vendored originals (prepared once)."""
-  from dnn_jax import data
+  from dnn_jax.data import splits
 
-  return data.load(base_config().data)
+  return splits.load(base_config().data)
 
 
 def run_python(*args, env=None, timeout=600):

@@ -27,10 +27,10 @@ def test_mnist_shapes_dtypes_and_label_counts(mnist):
 def test_reading_imports_no_tensorflow():
   code = (
     'import sys\n'
-    'from dnn_jax import data\n'
+    'from dnn_jax.data import splits\n'
     'from experiments import mnist_mlp\n'
-    'splits = data.load(mnist_mlp.get_config().data)\n'
-    'assert len(splits.train["label"]) == 60000\n'
+    'loaded = splits.load(mnist_mlp.get_config().data)\n'
+    'assert len(loaded.train["label"]) == 60000\n'
     'print(sorted(m for m in sys.modules if m.split(".")[0] == "tensorflow"))\n'
   )
   result = run_python('-c', code)

@@ -72,3 +72,25 @@ def test_unknown_model_lists_choices():
   config.model.name = 'transformer'
   with pytest.raises(ConfigError, match="unknown model 'transformer'; choose one of mlp"):
     build(config)
+
+
+@pytest.mark.parametrize('experiment', [mnist_mlp, mnist_mlp_2layer])
+def test_mlp_equals_the_keras_model_with_the_same_weights(experiment):
+  keras = pytest.importorskip('keras')
+  config = experiment.get_config()
+  ours = build(config)
+  stack = [keras.Input((28, 28, 1)), keras.layers.Flatten()]
+  for hidden in config.model.hidden_sizes:
+    stack += [keras.layers.Dense(hidden, activation='relu'), keras.layers.Dropout(0.2)]
+  stack.append(keras.layers.Dense(10, activation='softmax'))  # the tutorial's head
+  theirs = keras.Sequential(stack)
+  assert theirs.count_params() == param_count(ours)
+  dense = [layer for layer in ours.layers if isinstance(layer, layers.Dense)]
+  keras_dense = [layer for layer in theirs.layers if isinstance(layer, keras.layers.Dense)]
+  for mine, keras_layer in zip(dense, keras_dense, strict=True):
+    keras_layer.set_weights(
+      [np.asarray(mine.linear.kernel[...]), np.asarray(mine.linear.bias[...])]
+    )
+  x = np.random.default_rng(0).uniform(0, 1, (16, 28, 28, 1)).astype(np.float32)
+  probs = np.asarray(theirs(x, training=False))
+  np.testing.assert_allclose(jax.nn.softmax(ours(jnp.asarray(x))), probs, atol=1e-6, rtol=1e-5)

@@ -1,7 +1,5 @@
 """dnn_jax.optim: one step and several steps equal Keras's formulas and Keras itself."""
 
-import os
-
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -91,7 +89,6 @@ def test_sgd_momentum_equals_keras_formula():
   [('adam', 'Adam', {}), ('rmsprop', 'RMSprop', {}), ('sgd', 'SGD', {'momentum': 0.9})],
 )
 def test_matches_keras_itself(name, keras_name, overrides):
-  os.environ.setdefault('KERAS_BACKEND', 'jax')
   keras = pytest.importorskip('keras')
   variable = keras.Variable(W0)
   optimizer = getattr(keras.optimizers, keras_name)(learning_rate=1e-2, **overrides)

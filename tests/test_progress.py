@@ -28,3 +28,15 @@ def test_bar_redraws_in_place_then_prints_the_line():
   assert out.startswith('\rEpoch 1/2  5/10 [==============>...............] - loss: 0.5000')
   assert '\rEpoch 1/2 10/10 [==============================] - loss: 0.2500' in out
   assert out.endswith('\r\x1b[2KEpoch 1/2 - 1.0s - loss: 0.2500\n')
+
+
+class FakeTerminal(io.StringIO):
+  def isatty(self):
+    return True
+
+
+def test_bar_only_on_a_terminal_unless_asked():
+  assert progress.shows_bar('auto', FakeTerminal())
+  assert not progress.shows_bar('auto', io.StringIO())
+  assert progress.shows_bar('bar', io.StringIO())
+  assert not progress.shows_bar('lines', FakeTerminal())
