@@ -32,7 +32,7 @@ class Experiment:
   epoch_order: Any  # jitted (shuffle_key, epoch) -> [steps, batch] indices
   train_chunk: Any  # jitted fn(state, images, labels, order, key) -> (state, metric sums)
   train_chunks: dict  # chunk length -> train_chunk compiled for it
-  evaluate: Any  # jitted fn(state, images, labels, order) -> metric sums
+  evaluators: dict  # split name -> compiled fn(state, images, labels, order) -> metric sums
   shuffle_key: jax.Array
   dropout_key: jax.Array
   chunks: list  # (first step, end step) of each compiled call in an epoch
@@ -102,7 +102,9 @@ def build(config) -> Experiment:
       args = (state, *arrays['train'], order[a:b], dropout_key)
       train_chunks[b - a] = train_chunk.lower(*args).compile()
   evaluate = parallel.shard_evaluate(steps.make_evaluate(graphdef), mesh)
-  evaluate.lower(state, *arrays['validation'], eval_orders['validation']).compile()
+  evaluators = {
+    name: evaluate.lower(state, *arrays[name], eval_orders[name]).compile() for name in eval_orders
+  }
   compile_seconds = time.perf_counter() - start
 
   return Experiment(
@@ -117,7 +119,7 @@ def build(config) -> Experiment:
     epoch_order=epoch_order,
     train_chunk=train_chunk,
     train_chunks=train_chunks,
-    evaluate=evaluate,
+    evaluators=evaluators,
     shuffle_key=shuffle_key,
     dropout_key=dropout_key,
     chunks=chunks,
@@ -151,7 +153,7 @@ def evaluate(exp: Experiment, state, split: str) -> dict:
   """{'loss', 'accuracy'} over the whole split ('validation' or 'test')."""
   if split == 'test' and exp.splits.validation_is_test:
     split = 'validation'
-  sums = exp.evaluate(state, *exp.arrays[split], exp.eval_orders[split])
+  sums = exp.evaluators[split](state, *exp.arrays[split], exp.eval_orders[split])
   return steps.means(jax.device_get(sums))
 
 
@@ -162,7 +164,7 @@ def train_and_evaluate(config, workdir) -> dict:
     config: an experiment ConfigDict (see experiments/base.py).
     workdir: where metrics.json goes; created if missing.
   """
-  configs.validated(config)
+  configs.validated(config)  # a bad value must not leave an empty workdir behind
   workdir = _prepare_workdir(workdir)
   exp = build(config)
   config, mesh = exp.config, exp.mesh
