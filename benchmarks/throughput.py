@@ -46,7 +46,7 @@ def step_flops(exp) -> float:
   """XLA's FLOP count of one optimizer step on the whole batch (all devices together)."""
   # A one-step chunk: XLA counts a loop body once, whatever the trip count.
   order = exp.epoch_order(exp.shuffle_key, 0)[:1]
-  args = (exp.state, *exp.arrays['train'], order, exp.dropout_key)
+  args = (exp.state, *exp.arrays['train'], order, exp.example_key)
   cost = exp.train_chunk.lower(*args).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   return float(cost.get('flops', 0.0)) * exp.mesh.size

@@ -3,7 +3,7 @@
 import ml_collections
 
 from dnn_jax import models, optim
-from dnn_jax.data import catalog
+from dnn_jax.data import augment, catalog
 from dnn_jax.errors import ConfigError
 
 LOSSES = ('softmax_cross_entropy',)
@@ -45,4 +45,6 @@ def validated(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   for size in config.model.get('hidden_sizes', ()):
     if not isinstance(size, int) or size <= 0:
       raise ConfigError(f'config.model.hidden_sizes={config.model.hidden_sizes!r} must be > 0')
+  augment.make_chain(config.augment)  # raises on an unknown op or parameter
+  augment.make_chain(config.eval_augment)
   return config

@@ -13,9 +13,11 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from dnn_jax.models import layers
 from dnn_jax.parallel import DATA_AXIS
 
 PAD = -1  # index of a padding slot in a batch; its example is masked out of loss and metrics
+AUGMENT_SALT = 1 << 20  # an example's augmentation key: fold_in(its key, AUGMENT_SALT)
 
 
 @flax.struct.dataclass
@@ -35,9 +37,13 @@ def init_state(model: nnx.Module, tx: optax.GradientTransformation):
   return graphdef, state
 
 
-def to_inputs(images_Bx: jax.Array) -> jax.Array:
-  """uint8 images -> float32 in [0, 1], as the tutorial's x / 255."""
-  return images_Bx.astype(jnp.float32) / 255.0
+def to_inputs(images_Bx: jax.Array, augment=None, keys_B=None) -> jax.Array:
+  """uint8 images -> (augmented on the 0..255 scale) -> float32 in [0, 1], as x / 255."""
+  x_Bx = images_Bx.astype(jnp.float32)
+  if augment is not None:
+    aug_keys_B = jax.vmap(jax.random.fold_in, (0, None))(keys_B, AUGMENT_SALT)
+    x_Bx = augment(aug_keys_B, x_Bx)
+  return x_Bx / 255.0
 
 
 def batch_order(num_examples: int, batch_size: int, perm_N=None) -> jax.Array:
@@ -57,7 +63,7 @@ def epoch_order(shuffle_key, epoch, num_examples: int, batch_size: int) -> jax.A
 def _gather(images_N, labels_N, idx_B):
   mask_B = idx_B != PAD
   safe_B = jnp.where(mask_B, idx_B, 0)
-  return to_inputs(images_N[safe_B]), labels_N[safe_B], safe_B, mask_B
+  return images_N[safe_B], labels_N[safe_B], safe_B, mask_B
 
 
 def _metric_sums(logits_BxK, labels_B, mask_B):
@@ -78,26 +84,33 @@ def _add(a, b):
   return jax.tree.map(jnp.add, a, b)
 
 
-def make_train_chunk(graphdef, tx: optax.GradientTransformation):
-  """Per-device fn(state, images_N, labels_N, order_SxB, dropout_key) -> (state, metric sums).
+def make_train_chunk(graphdef, tx: optax.GradientTransformation, augment=None):
+  """Per-device fn(state, images_N, labels_N, order_SxB, epoch_key) -> (state, metric sums).
 
   Runs S optimizer steps in one lax.scan. The gradient is that of the global batch's mean
   loss: each device differentiates sum(local losses) / global count, then grads are summed.
+  augment(keys_B, images_BxHxWxC) -> images, on the 0..255 scale, runs inside the step.
   """
 
-  def train_step(carry, idx_B, images_N, labels_N, dropout_key):
+  def train_step(carry, idx_B, images_N, labels_N, epoch_key):
     state, sums = carry
-    x_Bx, y_B, safe_B, mask_B = _gather(images_N, labels_N, idx_B)
-    # Dropout keys come from the example's index, so masks do not depend on the device count.
-    keys_B = jax.vmap(jax.random.fold_in, (None, 0))(dropout_key, safe_B)
+    images_Bx, y_B, safe_B, mask_B = _gather(images_N, labels_N, idx_B)
+    # Random keys come from the example's index, so dropout masks and augmentations do not
+    # depend on the device count or on the example's place in the batch.
+    keys_B = jax.vmap(jax.random.fold_in, (None, 0))(epoch_key, safe_B)
+    x_Bx = to_inputs(images_Bx, augment, keys_B)
+    train = layers.Train(keys_B, mask_B, DATA_AXIS)
     global_count = jax.lax.psum(jnp.sum(mask_B), DATA_AXIS).astype(jnp.float32)
+    num_devices = jax.lax.psum(1, DATA_AXIS)
 
     def loss_fn(params):
       model = nnx.merge(graphdef, params, state.model_state)
-      logits_BxK = model(x_Bx, keys_B)
+      logits_BxK = model(x_Bx, train)
       batch_sums = _metric_sums(logits_BxK, y_B, mask_B)
+      # Gradients are summed over devices: each adds its share of the weight penalty.
+      penalty = layers.l2_penalty(model) / num_devices
       _, _, model_state = nnx.split(model, nnx.Param, ...)
-      return batch_sums['loss'] / global_count, (batch_sums, model_state)
+      return batch_sums['loss'] / global_count + penalty, (batch_sums, model_state)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (_, (batch_sums, model_state)), grads = grad_fn(state.params)
@@ -107,22 +120,29 @@ def make_train_chunk(graphdef, tx: optax.GradientTransformation):
     state = TrainState(state.step + 1, params, model_state, opt_state)
     return (state, _add(sums, batch_sums)), None
 
-  def train_chunk(state, images_N, labels_N, order_SxB, dropout_key):
-    step = lambda carry, idx_B: train_step(carry, idx_B, images_N, labels_N, dropout_key)
+  def train_chunk(state, images_N, labels_N, order_SxB, epoch_key):
+    step = lambda carry, idx_B: train_step(carry, idx_B, images_N, labels_N, epoch_key)
     (state, sums), _ = jax.lax.scan(step, (state, _zero_sums()), order_SxB)
     return state, jax.lax.psum(sums, DATA_AXIS)
 
   return train_chunk
 
 
-def make_evaluate(graphdef):
-  """Per-device fn(state, images_N, labels_N, order_SxB) -> metric sums over the split."""
+def make_evaluate(graphdef, augment=None):
+  """Per-device fn(state, images_N, labels_N, order_SxB) -> metric sums over the split.
+
+  augment, if given, is deterministic preprocessing (e.g. CLAHE) applied to every image.
+  """
 
   def evaluate(state, images_N, labels_N, order_SxB):
     model = nnx.merge(graphdef, state.params, state.model_state)
 
     def eval_step(sums, idx_B):
-      x_Bx, y_B, _, mask_B = _gather(images_N, labels_N, idx_B)
+      images_Bx, y_B, safe_B, mask_B = _gather(images_N, labels_N, idx_B)
+      keys_B = None
+      if augment is not None:  # deterministic preprocessing: any fixed keys will do
+        keys_B = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.key(0), safe_B)
+      x_Bx = to_inputs(images_Bx, augment, keys_B)
       return _add(sums, _metric_sums(model(x_Bx), y_B, mask_B)), None
 
     sums, _ = jax.lax.scan(eval_step, _zero_sums(), order_SxB)

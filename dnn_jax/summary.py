@@ -38,20 +38,22 @@ def rows(model: nnx.Module, input_shape) -> list[tuple[str, str, str, int]]:
 
 
 def format_summary(model: nnx.Module, input_shape, title: str = '') -> str:
-  """The summary as Keras 2 prints it."""
+  """The summary as Keras 2 prints it (the first column widens for long layer names)."""
+  table = rows(model, input_shape)
   total = _count(model, ...)
   trainable = _count(model, nnx.Param)
-  line = '_' * sum(WIDTHS)
+  widths = (max([WIDTHS[0]] + [len(f' {n} ({k}) ') for n, k, _, _ in table]), *WIDTHS[1:])
+  line = '_' * sum(widths)
   out = [f'Model: "{title or _snake(type(model).__name__)}"', line]
   out.append(
-    ' ' + 'Layer (type)'.ljust(WIDTHS[0] - 1) + 'Output Shape'.ljust(WIDTHS[1]) + 'Param #'
+    ' ' + 'Layer (type)'.ljust(widths[0] - 1) + 'Output Shape'.ljust(widths[1]) + 'Param #'
   )
-  out.append('=' * sum(WIDTHS))
-  for name, kind, shape, params in rows(model, input_shape):
+  out.append('=' * sum(widths))
+  for name, kind, shape, params in table:
     out.append(
-      ' ' + f'{name} ({kind})'.ljust(WIDTHS[0] - 1) + shape.ljust(WIDTHS[1]) + f'{params:,}'
+      ' ' + f'{name} ({kind})'.ljust(widths[0] - 1) + shape.ljust(widths[1]) + f'{params:,}'
     )
-  out.append('=' * sum(WIDTHS))
+  out.append('=' * sum(widths))
   out.append(f'Total params: {total:,}')
   out.append(f'Trainable params: {trainable:,}')
   out.append(f'Non-trainable params: {total - trainable:,}')

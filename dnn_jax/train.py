@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from dnn_jax import configs, models, optim, parallel, progress, steps, summary
+from dnn_jax.data import augment
 from dnn_jax.data import splits as data_splits
 from dnn_jax.errors import ConfigError, UserError
 
@@ -34,7 +35,7 @@ class Experiment:
   train_chunks: dict  # chunk length -> train_chunk compiled for it
   evaluators: dict  # split name -> compiled fn(state, images, labels, order) -> metric sums
   shuffle_key: jax.Array
-  dropout_key: jax.Array
+  example_key: jax.Array  # per epoch and example: dropout masks and augmentations
   chunks: list  # (first step, end step) of each compiled call in an epoch
   compile_seconds: float
 
@@ -63,7 +64,8 @@ def build(config) -> Experiment:
     config.model, input_shape=splits.image_shape, num_classes=splits.num_classes, seed=config.seed
   )
   model_summary = summary.format_summary(model, splits.image_shape, title=config.model.name)
-  tx = optim.create(config.optimizer)
+  steps_per_epoch = -(-num_train // config.batch_size)
+  tx = optim.create(config.optimizer, steps_per_epoch, config.num_epochs)
   graphdef, state = steps.init_state(model, tx)
   del model  # from here on the model lives as (graphdef, state) on the mesh
 
@@ -85,8 +87,7 @@ def build(config) -> Experiment:
     out_shardings=order_sharding,
   )
   root_key = jax.random.key(config.seed)
-  shuffle_key, dropout_key = jax.random.fold_in(root_key, 1), jax.random.fold_in(root_key, 2)
-  steps_per_epoch = -(-num_train // config.batch_size)
+  shuffle_key, example_key = jax.random.fold_in(root_key, 1), jax.random.fold_in(root_key, 2)
   size = config.steps_per_call or steps_per_epoch
   if not config.steps_per_call and progress.shows_bar(config.progress):
     size = -(-steps_per_epoch // progress.BAR_UPDATES_PER_EPOCH)  # a bar that moves
@@ -94,14 +95,17 @@ def build(config) -> Experiment:
 
   # Compile ahead of time: compile time is reported apart from training time.
   start = time.perf_counter()
-  train_chunk = parallel.shard_train_chunk(steps.make_train_chunk(graphdef, tx), mesh)
+  train_augment, eval_augment = _augmenter(config.augment), _augmenter(config.eval_augment)
+  train_chunk = parallel.shard_train_chunk(
+    steps.make_train_chunk(graphdef, tx, train_augment), mesh
+  )
   order = epoch_order(shuffle_key, 0)
   train_chunks = {}
   for a, b in chunks:
     if b - a not in train_chunks:
-      args = (state, *arrays['train'], order[a:b], dropout_key)
+      args = (state, *arrays['train'], order[a:b], example_key)
       train_chunks[b - a] = train_chunk.lower(*args).compile()
-  evaluate = parallel.shard_evaluate(steps.make_evaluate(graphdef), mesh)
+  evaluate = parallel.shard_evaluate(steps.make_evaluate(graphdef, eval_augment), mesh)
   evaluators = {
     name: evaluate.lower(state, *arrays[name], eval_orders[name]).compile() for name in eval_orders
   }
@@ -112,7 +116,7 @@ def build(config) -> Experiment:
     mesh=mesh,
     splits=splits,
     model_summary=model_summary,
-    schedule=optim.learning_rate_schedule(config.optimizer),
+    schedule=optim.learning_rate_schedule(config.optimizer, steps_per_epoch, config.num_epochs),
     state=state,
     arrays=arrays,
     eval_orders=eval_orders,
@@ -121,16 +125,24 @@ def build(config) -> Experiment:
     train_chunks=train_chunks,
     evaluators=evaluators,
     shuffle_key=shuffle_key,
-    dropout_key=dropout_key,
+    example_key=example_key,
     chunks=chunks,
     compile_seconds=compile_seconds,
   )
 
 
+def _augmenter(chain_config):
+  """fn(keys_B, images_BxHxWxC) -> images for a chain config; None when it is empty."""
+  if not chain_config:
+    return None
+  chain = augment.make_chain(chain_config)
+  return lambda keys_B, images: augment.augment_batch(chain, keys_B, images)
+
+
 def train_epoch(exp: Experiment, state, epoch: int, bar: progress.EpochProgress | None = None):
   """One epoch (0-based) of compiled calls; returns (state, metric sums fetched to the host)."""
   order = exp.epoch_order(exp.shuffle_key, epoch)
-  epoch_key = jax.random.fold_in(exp.dropout_key, epoch)
+  epoch_key = jax.random.fold_in(exp.example_key, epoch)
   totals, pending = None, []
   for a, b in exp.chunks:
     state, sums = exp.train_chunks[b - a](state, *exp.arrays['train'], order[a:b], epoch_key)
@@ -203,6 +215,8 @@ def train_and_evaluate(config, workdir) -> dict:
     }
     result['history'].append(record)
     result['train_samples_per_sec'] = exp.num_train / statistics.median(train_seconds)
+    best = max(result['history'], key=lambda h: h['val_accuracy'])  # first of equals
+    result['best'] = {k: best[k] for k in ('epoch', 'val_accuracy', 'val_loss')}
     bar.end(record['seconds'], {k: record[k] for k in list(record)[1:5]})
     write_json(workdir / 'metrics.json', result)
 

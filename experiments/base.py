@@ -24,15 +24,22 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Keras names and defaults; each optimizer reads the fields it uses.
   config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = 'rmsprop'  # adam, rmsprop or sgd
+  config.optimizer.name = 'rmsprop'  # adam, rmsprop, sgd or adadelta
   config.optimizer.learning_rate = 1e-3
-  config.optimizer.schedule = 'constant'
+  config.optimizer.schedule = 'constant'  # constant, piecewise, inverse_time or cosine
+  config.optimizer.boundaries_epochs = (20, 40)  # piecewise: after these epochs ...
+  config.optimizer.decay_factor = 0.1  # ... the rate is multiplied by this
+  config.optimizer.decay = 1e-6  # inverse_time: lr / (1 + decay * step), Keras 2's `decay`
   config.optimizer.rho = 0.9
   config.optimizer.beta_1 = 0.9
   config.optimizer.beta_2 = 0.999
   config.optimizer.epsilon = 1e-7
   config.optimizer.momentum = 0.0
   config.optimizer.nesterov = False
+
+  # Augmentation: name -> params, applied in order on the device (dnn_jax.data.augment).
+  config.augment = ml_collections.ConfigDict()  # training images
+  config.eval_augment = ml_collections.ConfigDict()  # deterministic: validation and test
 
   config.loss = 'softmax_cross_entropy'
   config.batch_size = 128  # global: split evenly across devices

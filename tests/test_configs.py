@@ -34,7 +34,7 @@ def test_two_layer_mlp_is_the_keras_example():
 @pytest.mark.parametrize(
   'key, value, message',
   [
-    ('optimizer.schedule', 'cosine', "unknown schedule 'cosine'; choose one of constant"),
+    ('optimizer.schedule', 'linear', "unknown schedule 'linear'; choose one of constant, cosine"),
     ('loss', 'hinge', "unknown loss 'hinge'"),
     ('progress', 'fancy', "unknown progress 'fancy'; choose one of auto, bar, lines"),
     ('eval_batch_size', 0, 'config.eval_batch_size=0 must be a positive integer'),

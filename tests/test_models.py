@@ -9,7 +9,15 @@ from flax import nnx
 from dnn_jax import models
 from dnn_jax.errors import ConfigError
 from dnn_jax.models import layers
-from experiments import mnist_mlp, mnist_mlp_2layer, mnist_mlp_minimal
+from experiments import (
+  cifar10_cnn,
+  cifar10_resnet110_aug,
+  mnist_cnn,
+  mnist_cnn_deep,
+  mnist_mlp,
+  mnist_mlp_2layer,
+  mnist_mlp_minimal,
+)
 
 
 def build(config):
@@ -57,40 +65,136 @@ def test_dropout_rate_scale_and_keys():
   dropout = layers.Dropout(0.25, salt=0)
   x = jnp.ones((64, 512))
   keys = jax.random.split(jax.random.key(0), 64)
-  y = np.asarray(dropout(x, keys))
+  y = np.asarray(dropout(x, layers.Train(keys, jnp.ones(64, bool))))
   np.testing.assert_allclose(np.unique(y), [0.0, 1 / 0.75], rtol=1e-6)
   assert (y == 0).mean() == pytest.approx(0.25, abs=0.01)
-  np.testing.assert_array_equal(dropout(x, keys), y)  # same keys, same mask
+  np.testing.assert_array_equal(dropout(x, layers.Train(keys, None)), y)  # same keys, same mask
   # An example's mask depends on its own key only, not on its batch or position.
-  np.testing.assert_array_equal(dropout(x[:8], keys[10:18]), y[10:18])
-  assert not np.array_equal(layers.Dropout(0.25, salt=1)(x, keys), y)  # layers differ
+  np.testing.assert_array_equal(dropout(x[:8], layers.Train(keys[10:18], None)), y[10:18])
+  assert not np.array_equal(layers.Dropout(0.25, salt=1)(x, layers.Train(keys, None)), y)
   np.testing.assert_array_equal(dropout(x), x)  # no keys: evaluation
 
 
 def test_unknown_model_lists_choices():
   config = mnist_mlp.get_config()
   config.model.name = 'transformer'
-  with pytest.raises(ConfigError, match="unknown model 'transformer'; choose one of mlp"):
+  with pytest.raises(ConfigError, match="unknown model 'transformer'; choose one of cnn, mlp"):
     build(config)
 
 
-@pytest.mark.parametrize('experiment', [mnist_mlp, mnist_mlp_2layer])
-def test_mlp_equals_the_keras_model_with_the_same_weights(experiment):
+def copy_weights_to_keras(ours, theirs):
+  """Sets the Keras model's Dense/Conv2D weights to ours, layer by layer in order."""
   keras = pytest.importorskip('keras')
+  mine = [layer for layer in ours.layers if isinstance(layer, (layers.Dense, layers.Conv2D))]
+  kinds = (keras.layers.Dense, keras.layers.Conv2D)
+  keras_layers = [layer for layer in theirs.layers if isinstance(layer, kinds)]
+  assert len(mine) == len(keras_layers)
+  for layer, keras_layer in zip(mine, keras_layers, strict=True):
+    inner = layer.linear if isinstance(layer, layers.Dense) else layer.conv
+    keras_layer.set_weights([np.asarray(inner.kernel[...]), np.asarray(inner.bias[...])])
+
+
+@pytest.mark.parametrize(
+  'experiment, input_shape',
+  [
+    (mnist_mlp, (28, 28, 1)),
+    (mnist_mlp_2layer, (28, 28, 1)),
+    (mnist_cnn, (28, 28, 1)),
+    (mnist_cnn_deep, (28, 28, 1)),
+    (cifar10_cnn, (32, 32, 3)),
+  ],
+)
+def test_same_logits_as_keras_with_the_same_weights(experiment, input_shape):
+  pytest.importorskip('keras')
+  import keras_models
+
   config = experiment.get_config()
-  ours = build(config)
-  stack = [keras.Input((28, 28, 1)), keras.layers.Flatten()]
-  for hidden in config.model.hidden_sizes:
-    stack += [keras.layers.Dense(hidden, activation='relu'), keras.layers.Dropout(0.2)]
-  stack.append(keras.layers.Dense(10, activation='softmax'))  # the tutorial's head
-  theirs = keras.Sequential(stack)
+  ours = models.create(config.model, input_shape=input_shape, num_classes=10, seed=0)
+  if config.model.name == 'mlp':
+    theirs = keras_models.mlp(config.model.hidden_sizes, input_shape)
+  else:
+    theirs = keras_models.cnn_from_tokens(config.model.layers, input_shape)
   assert theirs.count_params() == param_count(ours)
-  dense = [layer for layer in ours.layers if isinstance(layer, layers.Dense)]
-  keras_dense = [layer for layer in theirs.layers if isinstance(layer, keras.layers.Dense)]
-  for mine, keras_layer in zip(dense, keras_dense, strict=True):
-    keras_layer.set_weights(
-      [np.asarray(mine.linear.kernel[...]), np.asarray(mine.linear.bias[...])]
-    )
-  x = np.random.default_rng(0).uniform(0, 1, (16, 28, 28, 1)).astype(np.float32)
-  probs = np.asarray(theirs(x, training=False))
-  np.testing.assert_allclose(jax.nn.softmax(ours(jnp.asarray(x))), probs, atol=1e-6, rtol=1e-5)
+  copy_weights_to_keras(ours, theirs)
+  x = np.random.default_rng(0).uniform(0, 1, (8, *input_shape)).astype(np.float32)
+  expected = np.asarray(theirs(x, training=False))
+  np.testing.assert_allclose(ours(jnp.asarray(x)), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('depth', [20, 110])
+def test_resnet_v2_param_counts_equal_keras(depth):
+  pytest.importorskip('keras')
+  import keras_models
+
+  config = cifar10_resnet110_aug.get_config()
+  config.model.depth = depth
+  ours = models.create(config.model, input_shape=(32, 32, 3), num_classes=10, seed=0)
+  total = sum(x.size for x in jax.tree.leaves(nnx.state(ours)))
+  stats = sum(x.size for x in jax.tree.leaves(nnx.state(ours, nnx.BatchStat)))
+  theirs = keras_models.resnet_v2(depth)
+  assert total == theirs.count_params()
+  assert stats == sum(int(np.prod(w.shape)) for w in theirs.non_trainable_weights)
+
+
+def test_resnet_depth_must_be_9n_plus_2():
+  config = cifar10_resnet110_aug.get_config()
+  config.model.depth = 50
+  with pytest.raises(ConfigError, match=r'config.model.depth=50 must be 9n\+2'):
+    models.create(config.model, input_shape=(32, 32, 3), num_classes=10, seed=0)
+
+
+def test_l2_penalty_sums_conv_kernels_only():
+  config = cifar10_resnet110_aug.get_config()
+  config.model.depth = 20
+  model = models.create(config.model, input_shape=(32, 32, 3), num_classes=10, seed=0)
+  kernels = [m.conv.kernel[...] for _, m in nnx.iter_graph(model) if isinstance(m, layers.Conv2D)]
+  assert len(kernels) == 1 + 3 * 2 * 3 + 3  # stem, 3 convs per block, 3 projections
+  expected = 1e-4 * sum(float(np.sum(np.square(k))) for k in kernels)
+  np.testing.assert_allclose(float(layers.l2_penalty(model)), expected, rtol=1e-5)
+
+
+def test_bad_cnn_layer_token_names_the_grammar():
+  config = mnist_cnn.get_config()
+  config.model.layers = 'conv32 pool flatten'
+  with pytest.raises(ConfigError, match="bad layer 'pool'; use conv<filters>"):
+    build(config)
+
+
+def test_unknown_model_argument_is_named():
+  config = mnist_cnn.get_config()
+  config.model.hidden_sizes = (10,)
+  with pytest.raises(ConfigError, match="config.model.hidden_sizes is not an argument of 'cnn'"):
+    build(config)
+
+
+@pytest.mark.parametrize(
+  'kernel_size, strides, padding, shape',
+  [(3, 1, 'valid', (2, 9, 9, 3)), (3, 1, 'same', (2, 8, 8, 4)), (1, 2, 'same', (2, 8, 8, 5)),
+   (3, 2, 'same', (2, 7, 7, 2)), (1, 1, 'valid', (2, 5, 5, 3)), (3, 2, 'valid', (1, 9, 8, 2))],
+)  # fmt: skip
+def test_conv_as_matmul_equals_xla_conv_and_its_gradient(kernel_size, strides, padding, shape):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(kernel_size, kernel_size, shape[-1], 6)), jnp.float32)
+  xla = lambda x, k: jax.lax.conv_general_dilated(
+    x, k, (strides, strides), padding.upper(), dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+  )
+  ours = lambda x, k: layers.conv_as_matmul(x, k, strides, padding)
+  np.testing.assert_allclose(ours(x, kernel), xla(x, kernel), rtol=1e-5, atol=1e-5)
+  loss = lambda conv: lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
+  grads_ours = jax.grad(loss(ours), argnums=(0, 1))(x, kernel)
+  grads_xla = jax.grad(loss(xla), argnums=(0, 1))(x, kernel)
+  for a, b in zip(grads_ours, grads_xla, strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_models_with_either_conv_implementation_agree():
+  config = cifar10_resnet110_aug.get_config()
+  config.model.depth = 20
+  x = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)), jnp.float32)
+  logits = {}
+  for implementation in ('patches', 'xla'):
+    config.model.conv_implementation = implementation
+    model = models.create(config.model, input_shape=(32, 32, 3), num_classes=10, seed=0)
+    logits[implementation] = model(x)
+  np.testing.assert_allclose(logits['patches'], logits['xla'], rtol=1e-4, atol=1e-4)

@@ -1,8 +1,16 @@
-"""Keras-named layers (Dense, Dropout, Flatten) as Flax NNX modules, with Keras initializers."""
+"""Keras-named layers as Flax NNX modules, with Keras initializers and defaults.
+
+Every layer is called as `layer(x, train)`: `train` is a `Train` context in training and
+None in evaluation, so one graph serves both and no module attribute flips between modes.
+"""
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from dnn_jax.errors import ConfigError
 
 ACTIVATIONS = {
   'relu': jax.nn.relu,
@@ -13,23 +21,180 @@ ACTIVATIONS = {
   'linear': lambda x: x,
 }
 
-# Keras defaults: glorot_uniform kernels, zero biases.
-glorot_uniform = nnx.initializers.glorot_uniform()
+# Keras's initializer names.
+INITIALIZERS = {
+  'glorot_uniform': nnx.initializers.glorot_uniform(),
+  'he_normal': nnx.initializers.he_normal(),  # truncated normal, scale 2 / fan_in, as Keras
+}
 zeros = nnx.initializers.zeros_init()
+
+
+@dataclasses.dataclass(frozen=True)
+class Train:
+  """What layers need while training; evaluation passes None instead."""
+
+  keys_B: jax.Array  # one PRNG key per example: dropout masks independent of device count
+  mask_B: jax.Array  # False for batch padding, which BatchNorm statistics must not see
+  axis_name: str | None = None  # device axis over which BatchNorm statistics are summed
 
 
 class Dense(nnx.Module):
   """Keras Dense: x @ kernel + bias, then the activation."""
 
-  def __init__(self, in_features: int, features: int, activation: str, *, rngs: nnx.Rngs):
+  def __init__(
+    self, in_features: int, features: int, activation: str = 'linear', *,
+    kernel_init: str = 'glorot_uniform', rngs: nnx.Rngs,
+  ):  # fmt: skip
     self.linear = nnx.Linear(
-      in_features, features, kernel_init=glorot_uniform, bias_init=zeros, rngs=rngs
+      in_features, features, kernel_init=INITIALIZERS[kernel_init], bias_init=zeros, rngs=rngs
     )
     self.activation = activation
-    self.features = features
 
-  def __call__(self, x_BxD, example_keys_B=None):
+  def __call__(self, x_BxD, train: Train | None = None):
     return ACTIVATIONS[self.activation](self.linear(x_BxD))
+
+
+CONV_IMPLEMENTATIONS = ('auto', 'patches', 'xla')
+
+
+def conv_as_matmul(x_BxHxWxC, kernel_KxKxCxF, strides: int, padding: str):
+  """A convolution as shifted slices (im2col) and one matmul; equals lax.conv_general_dilated.
+
+  On CPU, XLA's convolution gradients are slow, and inside a lax.scan about 15x slower
+  still; slices and a matmul (whose transposes are pads, adds and matmuls) are not.
+  """
+  k, _, c, f = kernel_KxKxCxF.shape
+  h, w = x_BxHxWxC.shape[1:3]
+  if padding == 'same':  # XLA's (and Keras's) SAME: the odd pixel goes after
+    out_h, out_w = -(-h // strides), -(-w // strides)
+    pad_h = max((out_h - 1) * strides + k - h, 0)
+    pad_w = max((out_w - 1) * strides + k - w, 0)
+    pads = ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0))
+    x_BxHxWxC = jnp.pad(x_BxHxWxC, pads)
+  else:
+    out_h, out_w = (h - k) // strides + 1, (w - k) // strides + 1
+  span_h, span_w = (out_h - 1) * strides + 1, (out_w - 1) * strides + 1
+  patches = [
+    x_BxHxWxC[:, i : i + span_h : strides, j : j + span_w : strides, :]
+    for i in range(k)
+    for j in range(k)
+  ]
+  patches_BxHxWxP = patches[0] if k == 1 else jnp.concatenate(patches, axis=-1)
+  return patches_BxHxWxP @ kernel_KxKxCxF.reshape(k * k * c, f)
+
+
+class Conv2D(nnx.Module):
+  """Keras Conv2D (NHWC): 'valid' or 'same' padding, optional L2 penalty on the kernel.
+
+  implementation: 'xla' (lax.conv), 'patches' (conv_as_matmul) or 'auto' (patches on CPU).
+  """
+
+  def __init__(
+    self, in_features: int, features: int, kernel_size: int = 3, *, strides: int = 1,
+    padding: str = 'valid', activation: str = 'linear', use_bias: bool = True,
+    kernel_init: str = 'glorot_uniform', l2: float = 0.0, implementation: str = 'auto',
+    rngs: nnx.Rngs,
+  ):  # fmt: skip
+    if implementation not in CONV_IMPLEMENTATIONS:
+      choices = ', '.join(CONV_IMPLEMENTATIONS)
+      raise ConfigError(f'unknown conv implementation {implementation!r}; choose one of {choices}')
+    self.conv = nnx.Conv(
+      in_features, features, (kernel_size, kernel_size), strides=(strides, strides),
+      padding=padding.upper(), use_bias=use_bias, kernel_init=INITIALIZERS[kernel_init],
+      bias_init=zeros, rngs=rngs,
+    )  # fmt: skip
+    self.strides = strides
+    self.padding = padding
+    self.activation = activation
+    self.l2 = l2  # Keras kernel_regularizer=l2(l2): adds l2 * sum(kernel ** 2) to the loss
+    self.implementation = implementation
+
+  def __call__(self, x_BxHxWxC, train: Train | None = None):
+    implementation = self.implementation
+    if implementation == 'auto':
+      implementation = 'patches' if jax.default_backend() == 'cpu' else 'xla'
+    if implementation == 'xla':
+      y = self.conv(x_BxHxWxC)
+    else:
+      y = conv_as_matmul(x_BxHxWxC, self.conv.kernel[...], self.strides, self.padding)
+      if self.conv.bias is not None:
+        y = y + self.conv.bias[...]
+    return ACTIVATIONS[self.activation](y)
+
+
+class MaxPooling2D(nnx.Module):
+  """Keras MaxPooling2D: non-overlapping windows, 'valid' (the remainder is dropped)."""
+
+  def __init__(self, pool_size: int = 2):
+    self.pool_size = pool_size
+
+  def __call__(self, x_BxHxWxC, train: Train | None = None):
+    window = (self.pool_size, self.pool_size)
+    return nnx.max_pool(x_BxHxWxC, window, strides=window, padding='VALID')
+
+
+class AveragePooling2D(nnx.Module):
+  """Keras AveragePooling2D: non-overlapping windows, 'valid'."""
+
+  def __init__(self, pool_size: int):
+    self.pool_size = pool_size
+
+  def __call__(self, x_BxHxWxC, train: Train | None = None):
+    window = (self.pool_size, self.pool_size)
+    return nnx.avg_pool(x_BxHxWxC, window, strides=window, padding='VALID')
+
+
+class BatchNormalization(nnx.Module):
+  """Keras BatchNormalization (momentum 0.99, epsilon 1e-3) over the last axis.
+
+  Training statistics are sums over the valid (unmasked) examples of every device, so a
+  padded last batch and the device count do not change them.
+  """
+
+  def __init__(self, features: int, *, momentum: float = 0.99, epsilon: float = 1e-3):
+    self.gamma = nnx.Param(jnp.ones([features], jnp.float32))
+    self.beta = nnx.Param(jnp.zeros([features], jnp.float32))
+    self.moving_mean = nnx.BatchStat(jnp.zeros([features], jnp.float32))
+    self.moving_variance = nnx.BatchStat(jnp.ones([features], jnp.float32))
+    self.momentum = momentum
+    self.epsilon = epsilon
+
+  def __call__(self, x_BxC, train: Train | None = None):
+    if train is None:
+      mean, variance = self.moving_mean[...], self.moving_variance[...]
+    else:
+      mean, variance = self._batch_moments(x_BxC, train)
+      m = self.momentum
+      self.moving_mean[...] = m * self.moving_mean[...] + (1 - m) * mean
+      self.moving_variance[...] = m * self.moving_variance[...] + (1 - m) * variance
+    inv = jax.lax.rsqrt(variance + self.epsilon) * self.gamma[...]
+    return (x_BxC - mean) * inv + self.beta[...]
+
+  @staticmethod
+  def _batch_moments(x_BxC, train: Train):
+    weight_Bx1 = train.mask_B.reshape((-1,) + (1,) * (x_BxC.ndim - 1)).astype(jnp.float32)
+    axes = tuple(range(x_BxC.ndim - 1))
+    sums = jnp.stack(
+      [
+        jnp.sum(x_BxC * weight_Bx1, axes),
+        jnp.sum(jnp.square(x_BxC) * weight_Bx1, axes),
+      ]
+    )
+    count = jnp.sum(weight_Bx1) * (x_BxC[0].size // x_BxC.shape[-1])
+    if train.axis_name is not None:
+      sums, count = jax.lax.psum((sums, count), train.axis_name)
+    mean, mean_sq = sums / jnp.maximum(count, 1.0)
+    return mean, jnp.maximum(mean_sq - jnp.square(mean), 0.0)  # biased, as Keras
+
+
+class Activation(nnx.Module):
+  """Keras Activation layer."""
+
+  def __init__(self, activation: str):
+    self.activation = activation
+
+  def __call__(self, x, train: Train | None = None):
+    return ACTIVATIONS[self.activation](x)
 
 
 class Dropout(nnx.Module):
@@ -39,22 +204,22 @@ class Dropout(nnx.Module):
     self.rate = rate
     self.salt = salt  # tells this layer's mask apart from the other dropout layers'
 
-  def __call__(self, x_Bx, example_keys_B=None):
-    if example_keys_B is None or self.rate == 0.0:
-      return x_Bx  # evaluation
+  def __call__(self, x_Bx, train: Train | None = None):
+    if train is None or self.rate == 0.0:
+      return x_Bx
     keep = 1.0 - self.rate
 
     def mask(key):
       return jax.random.bernoulli(jax.random.fold_in(key, self.salt), keep, x_Bx.shape[1:])
 
-    keep_Bx = jax.vmap(mask)(example_keys_B)
+    keep_Bx = jax.vmap(mask)(train.keys_B)
     return jnp.where(keep_Bx, x_Bx / keep, 0.0).astype(x_Bx.dtype)
 
 
 class Flatten(nnx.Module):
   """Keras Flatten: every axis but the batch into one."""
 
-  def __call__(self, x_Bx, example_keys_B=None):
+  def __call__(self, x_Bx, train: Train | None = None):
     return x_Bx.reshape(x_Bx.shape[0], -1)
 
 
@@ -64,7 +229,16 @@ class Sequential(nnx.Module):
   def __init__(self, layers):
     self.layers = nnx.List(layers)
 
-  def __call__(self, x, example_keys_B=None):
+  def __call__(self, x, train: Train | None = None):
     for layer in self.layers:
-      x = layer(x, example_keys_B)
+      x = layer(x, train)
     return x
+
+
+def l2_penalty(model: nnx.Module) -> jax.Array:
+  """Sum of l2 * sum(kernel ** 2) over the layers that carry an `l2` coefficient."""
+  total = jnp.zeros([], jnp.float32)
+  for _, module in nnx.iter_graph(model):
+    if isinstance(module, Conv2D) and module.l2:
+      total += module.l2 * jnp.sum(jnp.square(module.conv.kernel[...]))
+  return total

@@ -1,0 +1,28 @@
+"""The tutorial's cifar_classifier_gpu_aug: ResNet v2-110 with the albumentations chain."""
+
+import ml_collections
+
+from dnn_jax.data import augment
+from experiments import base
+
+
+def get_config():
+  config = base.get_config()
+  config.data.name = 'cifar10'
+  # As in the notebook: validate on the second half of the test set, test on the first.
+  config.data.validation_split = 'test[5000:]'
+  config.data.test_split = 'test[:5000]'
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'resnet_v2'
+  config.model.depth = 110  # 9n + 2: also 20 and 56
+  config.model.l2 = 1e-4  # on every conv kernel
+  config.optimizer.name = 'adam'
+  config.optimizer.learning_rate = 1e-3
+  config.optimizer.schedule = 'piecewise'
+  config.optimizer.boundaries_epochs = (20, 40)
+  config.optimizer.decay_factor = 0.1
+  config.augment = augment.albumentations_resnet_chain()
+  config.eval_augment = augment.clahe_only()  # the notebook applies CLAHE to every image
+  config.batch_size = 128
+  config.num_epochs = 50
+  return config

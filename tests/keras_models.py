@@ -1,0 +1,78 @@
+"""The tutorial's models written in Keras 3, as references for parity tests."""
+
+import keras
+from keras import layers as kl
+
+from dnn_jax.models import cnn
+
+
+def mlp(hidden_sizes, input_shape=(28, 28, 1), num_classes=10):
+  """Flatten, Dense-relu-Dropout(0.2) per hidden size, Dense logits."""
+  stack = [keras.Input(input_shape), kl.Flatten()]
+  for hidden in hidden_sizes:
+    stack += [kl.Dense(hidden, activation='relu'), kl.Dropout(0.2)]
+  return keras.Sequential([*stack, kl.Dense(num_classes)])
+
+
+def cnn_from_tokens(layer_line, input_shape, num_classes=10, kernel_size=3):
+  """The Keras model a dnn_jax `cnn` layer line describes, with a Dense logits head."""
+  stack = [keras.Input(input_shape)]
+  for match in cnn.parse(layer_line):
+    token = match.group(1)
+    if match.group(2):
+      padding = 'same' if match.group(3) else 'valid'
+      stack.append(kl.Conv2D(int(match.group(2)), kernel_size, padding=padding, activation='relu'))
+    elif token == 'maxpool':
+      stack.append(kl.MaxPooling2D(2))
+    elif match.group(4):
+      stack.append(kl.Dropout(float(match.group(4))))
+    elif token == 'flatten':
+      stack.append(kl.Flatten())
+    else:
+      stack.append(kl.Dense(int(match.group(5)), activation='relu'))
+  return keras.Sequential([*stack, kl.Dense(num_classes)])
+
+
+def _resnet_layer(
+  x, filters, kernel_size=3, strides=1, activation='relu', bn=True, conv_first=True
+):
+  conv = kl.Conv2D(
+    filters, kernel_size, strides=strides, padding='same', kernel_initializer='he_normal',
+    kernel_regularizer=keras.regularizers.l2(1e-4),
+  )  # fmt: skip
+  if conv_first:
+    x = conv(x)
+    x = kl.BatchNormalization()(x) if bn else x
+    return kl.Activation(activation)(x) if activation else x
+  x = kl.BatchNormalization()(x) if bn else x
+  x = kl.Activation(activation)(x) if activation else x
+  return conv(x)
+
+
+def resnet_v2(depth, input_shape=(32, 32, 3), num_classes=10):
+  """keras-team's cifar10_resnet.py `resnet_v2`, verbatim in structure."""
+  filters_in, blocks = 16, (depth - 2) // 9
+  inputs = keras.Input(input_shape)
+  x = _resnet_layer(inputs, filters_in)
+  for stage in range(3):
+    for block in range(blocks):
+      activation, bn, strides = 'relu', True, 1
+      if stage == 0:
+        filters_out = filters_in * 4
+        if block == 0:
+          activation, bn = None, False
+      else:
+        filters_out = filters_in * 2
+        if block == 0:
+          strides = 2
+      y = _resnet_layer(x, filters_in, 1, strides, activation, bn, conv_first=False)
+      y = _resnet_layer(y, filters_in, conv_first=False)
+      y = _resnet_layer(y, filters_out, 1, conv_first=False)
+      if block == 0:
+        x = _resnet_layer(x, filters_out, 1, strides, activation=None, bn=False)
+      x = kl.add([x, y])
+    filters_in = filters_out
+  x = kl.Activation('relu')(kl.BatchNormalization()(x))
+  x = kl.Flatten()(kl.AveragePooling2D(pool_size=8)(x))
+  outputs = kl.Dense(num_classes, activation='softmax', kernel_initializer='he_normal')(x)
+  return keras.Model(inputs, outputs)
