@@ -42,7 +42,7 @@ def test_train_from_the_command_line_with_overrides(tmp_path):
   [
     (
       '--config.optimizer.name=adamw',
-      "unknown optimizer 'adamw'; choose one of adam, rmsprop, sgd",
+      "unknown optimizer 'adamw'; choose one of adadelta, adam, rmsprop, sgd",
     ),
     ('--config.model.name=resnet', "unknown model 'resnet'; choose one of cnn, mlp"),
     ('--config.data.name=svhn', "unknown dataset 'svhn'; choose one of mnist, fashion_mnist"),
