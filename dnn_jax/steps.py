@@ -104,7 +104,8 @@ def make_train_chunk(graphdef, tx: optax.GradientTransformation, augment=None):
     num_devices = jax.lax.psum(1, DATA_AXIS)
 
     def loss_fn(params):
-      model = nnx.merge(graphdef, params, state.model_state)
+      # copy: fresh Variables at this trace level, so BatchNorm may update its statistics.
+      model = nnx.merge(graphdef, params, state.model_state, copy=True)
       logits_BxK = model(x_Bx, train)
       batch_sums = _metric_sums(logits_BxK, y_B, mask_B)
       # Gradients are summed over devices: each adds its share of the weight penalty.

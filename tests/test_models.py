@@ -61,20 +61,6 @@ def test_logits_shape_and_eval_is_deterministic():
   np.testing.assert_array_equal(model(x), model(x))
 
 
-def test_dropout_rate_scale_and_keys():
-  dropout = layers.Dropout(0.25, salt=0)
-  x = jnp.ones((64, 512))
-  keys = jax.random.split(jax.random.key(0), 64)
-  y = np.asarray(dropout(x, layers.Train(keys, jnp.ones(64, bool))))
-  np.testing.assert_allclose(np.unique(y), [0.0, 1 / 0.75], rtol=1e-6)
-  assert (y == 0).mean() == pytest.approx(0.25, abs=0.01)
-  np.testing.assert_array_equal(dropout(x, layers.Train(keys, None)), y)  # same keys, same mask
-  # An example's mask depends on its own key only, not on its batch or position.
-  np.testing.assert_array_equal(dropout(x[:8], layers.Train(keys[10:18], None)), y[10:18])
-  assert not np.array_equal(layers.Dropout(0.25, salt=1)(x, layers.Train(keys, None)), y)
-  np.testing.assert_array_equal(dropout(x), x)  # no keys: evaluation
-
-
 def test_unknown_model_lists_choices():
   config = mnist_mlp.get_config()
   config.model.name = 'transformer'
@@ -165,27 +151,6 @@ def test_unknown_model_argument_is_named():
   config.model.hidden_sizes = (10,)
   with pytest.raises(ConfigError, match="config.model.hidden_sizes is not an argument of 'cnn'"):
     build(config)
-
-
-@pytest.mark.parametrize(
-  'kernel_size, strides, padding, shape',
-  [(3, 1, 'valid', (2, 9, 9, 3)), (3, 1, 'same', (2, 8, 8, 4)), (1, 2, 'same', (2, 8, 8, 5)),
-   (3, 2, 'same', (2, 7, 7, 2)), (1, 1, 'valid', (2, 5, 5, 3)), (3, 2, 'valid', (1, 9, 8, 2))],
-)  # fmt: skip
-def test_conv_as_matmul_equals_xla_conv_and_its_gradient(kernel_size, strides, padding, shape):
-  rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.normal(size=shape), jnp.float32)
-  kernel = jnp.asarray(rng.normal(size=(kernel_size, kernel_size, shape[-1], 6)), jnp.float32)
-  xla = lambda x, k: jax.lax.conv_general_dilated(
-    x, k, (strides, strides), padding.upper(), dimension_numbers=('NHWC', 'HWIO', 'NHWC')
-  )
-  ours = lambda x, k: layers.conv_as_matmul(x, k, strides, padding)
-  np.testing.assert_allclose(ours(x, kernel), xla(x, kernel), rtol=1e-5, atol=1e-5)
-  loss = lambda conv: lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
-  grads_ours = jax.grad(loss(ours), argnums=(0, 1))(x, kernel)
-  grads_xla = jax.grad(loss(xla), argnums=(0, 1))(x, kernel)
-  for a, b in zip(grads_ours, grads_xla, strict=True):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_models_with_either_conv_implementation_agree():

@@ -86,7 +86,12 @@ def test_sgd_momentum_equals_keras_formula():
 
 @pytest.mark.parametrize(
   'name, keras_name, overrides',
-  [('adam', 'Adam', {}), ('rmsprop', 'RMSprop', {}), ('sgd', 'SGD', {'momentum': 0.9})],
+  [
+    ('adam', 'Adam', {}),
+    ('rmsprop', 'RMSprop', {}),
+    ('sgd', 'SGD', {'momentum': 0.9}),
+    ('adadelta', 'Adadelta', {'rho': 0.95}),
+  ],
 )
 def test_matches_keras_itself(name, keras_name, overrides):
   keras = pytest.importorskip('keras')
@@ -108,3 +113,39 @@ def test_constant_schedule():
     ml_collections.ConfigDict({'schedule': 'constant', 'learning_rate': 3e-4})
   )
   assert float(schedule(0)) == float(schedule(1000)) == pytest.approx(3e-4)
+
+
+def test_adadelta_equals_keras_2_formula():
+  ours = run_optax(optimizer_config('adadelta', learning_rate=1.0, rho=0.95))
+  w, accum_grad, accum_update = W0.astype(np.float64), 0.0, 0.0
+  for g in GRADS:
+    accum_grad = 0.95 * accum_grad + 0.05 * g**2
+    update = g * np.sqrt(accum_update + 1e-7) / np.sqrt(accum_grad + 1e-7)
+    accum_update = 0.95 * accum_update + 0.05 * update**2
+    w = w - 1.0 * update
+  np.testing.assert_allclose(ours, w, rtol=1e-5, atol=1e-7)
+
+
+def schedule(name, steps_per_epoch=10, num_epochs=50, **overrides):
+  return optim.learning_rate_schedule(
+    optimizer_config('adam', schedule=name, **overrides), steps_per_epoch, num_epochs
+  )
+
+
+def test_piecewise_multiplies_after_each_boundary_epoch():
+  lr = schedule('piecewise', boundaries_epochs=(20, 40), decay_factor=0.1)
+  values = [float(lr(step)) for step in (0, 199, 200, 399, 400, 499)]
+  np.testing.assert_allclose(values, [1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5], rtol=1e-6)
+
+
+def test_inverse_time_is_keras_2_decay():
+  lr = schedule('inverse_time', learning_rate=1e-4, decay=1e-6)
+  for step in (0, 1, 1563, 78150):
+    assert float(lr(step)) == pytest.approx(1e-4 / (1 + 1e-6 * step), rel=1e-6)
+
+
+def test_cosine_runs_from_the_rate_to_zero_over_the_run():
+  lr = schedule('cosine', steps_per_epoch=10, num_epochs=5)
+  assert float(lr(0)) == pytest.approx(1e-3)
+  assert float(lr(25)) == pytest.approx(0.5e-3, rel=1e-5)
+  assert float(lr(50)) == pytest.approx(0.0, abs=1e-9)

@@ -1,0 +1,100 @@
+"""dnn_jax.models.layers: dropout keys, conv as matmul, BatchNorm against Keras and devices."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from dnn_jax import parallel
+from dnn_jax.models import layers
+
+
+def test_dropout_rate_scale_and_keys():
+  dropout = layers.Dropout(0.25, salt=0)
+  x = jnp.ones((64, 512))
+  keys = jax.random.split(jax.random.key(0), 64)
+  y = np.asarray(dropout(x, layers.Train(keys, jnp.ones(64, bool))))
+  np.testing.assert_allclose(np.unique(y), [0.0, 1 / 0.75], rtol=1e-6)
+  assert (y == 0).mean() == pytest.approx(0.25, abs=0.01)
+  np.testing.assert_array_equal(dropout(x, layers.Train(keys, None)), y)  # same keys, same mask
+  # An example's mask depends on its own key only, not on its batch or position.
+  np.testing.assert_array_equal(dropout(x[:8], layers.Train(keys[10:18], None)), y[10:18])
+  assert not np.array_equal(layers.Dropout(0.25, salt=1)(x, layers.Train(keys, None)), y)
+  np.testing.assert_array_equal(dropout(x), x)  # no keys: evaluation
+
+
+@pytest.mark.parametrize(
+  'kernel_size, strides, padding, shape',
+  [(3, 1, 'valid', (2, 9, 9, 3)), (3, 1, 'same', (2, 8, 8, 4)), (1, 2, 'same', (2, 8, 8, 5)),
+   (3, 2, 'same', (2, 7, 7, 2)), (1, 1, 'valid', (2, 5, 5, 3)), (3, 2, 'valid', (1, 9, 8, 2))],
+)  # fmt: skip
+def test_conv_as_matmul_equals_xla_conv_and_its_gradient(kernel_size, strides, padding, shape):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(kernel_size, kernel_size, shape[-1], 6)), jnp.float32)
+  xla = lambda x, k: jax.lax.conv_general_dilated(
+    x, k, (strides, strides), padding.upper(), dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+  )
+  ours = lambda x, k: layers.conv_as_matmul(x, k, strides, padding)
+  np.testing.assert_allclose(ours(x, kernel), xla(x, kernel), rtol=1e-5, atol=1e-5)
+  loss = lambda conv: lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
+  grads_ours = jax.grad(loss(ours), argnums=(0, 1))(x, kernel)
+  grads_xla = jax.grad(loss(xla), argnums=(0, 1))(x, kernel)
+  for a, b in zip(grads_ours, grads_xla, strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def batch_norm_step(x, mask=None, num_devices=1):
+  """One training call of a fresh BatchNormalization, data parallel over num_devices."""
+  graphdef, variables = nnx.split(layers.BatchNormalization(x.shape[-1]))
+  mask = jnp.ones(x.shape[0], bool) if mask is None else mask
+  mesh = parallel.make_mesh(num_devices)
+
+  def per_device(variables, x, mask):
+    bn = nnx.merge(graphdef, variables)  # as the train step does: no mutation across traces
+    y = bn(x, layers.Train(None, mask, parallel.DATA_AXIS))
+    return y, bn.moving_mean[...], bn.moving_variance[...]
+
+  fn = parallel.data_parallel(
+    per_device, mesh, in_specs=(P(), P(parallel.DATA_AXIS), P(parallel.DATA_AXIS)),
+    out_specs=(P(parallel.DATA_AXIS), P(), P()),
+  )  # fmt: skip
+  return jax.jit(fn)(variables, x, mask)
+
+
+def test_batch_norm_training_equals_keras():
+  keras = pytest.importorskip('keras')
+  x = np.random.default_rng(0).normal(2.0, 3.0, (16, 5, 5, 4)).astype(np.float32)
+  y, mean, variance = batch_norm_step(jnp.asarray(x))
+  theirs = keras.layers.BatchNormalization()  # momentum 0.99, epsilon 1e-3
+  expected = np.asarray(theirs(x, training=True))
+  np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(mean, np.asarray(theirs.moving_mean), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(variance, np.asarray(theirs.moving_variance), rtol=1e-5)
+
+
+def test_batch_norm_evaluation_uses_the_moving_statistics():
+  bn = layers.BatchNormalization(3, epsilon=0.0)
+  bn.moving_mean[...] = jnp.array([1.0, 2.0, 3.0])
+  bn.moving_variance[...] = jnp.array([4.0, 1.0, 0.25])
+  y = bn(jnp.array([[3.0, 3.0, 3.0]]))
+  np.testing.assert_allclose(y, [[1.0, 1.0, 0.0]], atol=1e-6)
+
+
+def test_batch_norm_statistics_on_four_devices_equal_one():
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(16, 3, 3, 8)), jnp.float32)
+  one, four = batch_norm_step(x, num_devices=1), batch_norm_step(x, num_devices=4)
+  for a, b in zip(one, four, strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_batch_norm_ignores_padding_even_a_wholly_padded_device():
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(16, 2, 2, 3)), jnp.float32)
+  mask = jnp.arange(16) < 11  # the last device (rows 12..15) holds padding only
+  padded = batch_norm_step(x.at[11:].set(1e3), mask, num_devices=4)
+  valid = batch_norm_step(x[:11], num_devices=1)
+  np.testing.assert_allclose(padded[0][:11], valid[0], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(padded[1], valid[1], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(padded[2], valid[2], rtol=1e-5)
