@@ -10,6 +10,7 @@ os.environ.setdefault('JAX_NUM_CPU_DEVICES', '4')
 # Keras (for parity tests) on its JAX backend: no TensorFlow in the test process.
 os.environ.setdefault('KERAS_BACKEND', 'jax')
 
+import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -43,3 +44,17 @@ def run_python(*args, env=None, timeout=600):
     timeout=timeout,
     check=False,
   )
+
+
+def natural_image(shape, seed=0):
+  """A natural-looking uint8 image: smooth shading, a gradient, a dark patch and noise."""
+  rng = np.random.default_rng(seed)
+  height, width = shape[:2]
+  y, x = np.mgrid[0:height, 0:width]
+  base = 128 + 90 * np.sin(x / 7.0) * np.cos(y / 11.0) + 0.8 * (x - y)
+  channels = shape[2] if len(shape) == 3 else 1
+  image = base[..., None] + rng.normal(0, 12, (height, width, channels))
+  image[height // 3 : height // 2, width // 4 : width // 2] -= 60
+  image = np.clip(np.round(image), 0, 255)
+  image[0, 0], image[-1, -1] = 0, 255  # the full range, so skimage does not stretch the input
+  return image.astype(np.uint8).reshape(shape)

@@ -8,33 +8,18 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from skimage import color, exposure
+from conftest import natural_image
 
 from dnn_jax.data import augment
 from dnn_jax.errors import ConfigError
 
 SHAPES = [(32, 32, 3), (28, 28, 1)]  # CIFAR-10 RGB, MNIST gray
 # Compiled once per call signature: much faster than op-by-op dispatch on a busy CPU.
-_clahe_channel = jax.jit(augment.clahe_channel, static_argnums=(1, 2))
 _warp = jax.jit(augment.warp_shift_scale_rotate)
 
 
-def _natural(shape, seed=0):
-  """A natural-looking uint8 image: smooth shading, a gradient, a dark patch and noise."""
-  rng = np.random.default_rng(seed)
-  height, width = shape[:2]
-  y, x = np.mgrid[0:height, 0:width]
-  base = 128 + 90 * np.sin(x / 7.0) * np.cos(y / 11.0) + 0.8 * (x - y)
-  channels = shape[2] if len(shape) == 3 else 1
-  image = base[..., None] + rng.normal(0, 12, (height, width, channels))
-  image[height // 3 : height // 2, width // 4 : width // 2] -= 60
-  image = np.clip(np.round(image), 0, 255)
-  image[0, 0], image[-1, -1] = 0, 255  # the full range, so skimage does not stretch the input
-  return image.astype(np.uint8).reshape(shape)
-
-
 def _batch(shape, n=4, seed=0):
-  return jnp.asarray(np.stack([_natural(shape, seed + i) for i in range(n)]), jnp.float32)
+  return jnp.asarray(np.stack([natural_image(shape, seed + i) for i in range(n)]), jnp.float32)
 
 
 def _keys(n, seed=0):
@@ -118,75 +103,6 @@ def test_random_shift_moves_the_content_by_one_bounded_offset():
   assert len(np.unique(np.round(dx_B[:, 0, 0], 3))) > 8  # a continuous draw, not one value
 
 
-# What OpenCV 4.14 returns for cv2.createCLAHE(3.0, (4, 3)).apply(image) on this 10x9 image:
-# 4 tile columns and 3 tile rows, both sizes padded (REFLECT_101) to whole tiles of 4x3.
-_CV2_IMAGE = np.fromfunction(lambda i, j: (i * 37 + j * 11 + (i * j) % 7 * 13) % 256, (10, 9))
-_CV2_CLAHE = np.array(
-  [
-    [42, 64, 71, 53, 53, 57, 53, 64, 82],
-    [106, 128, 152, 128, 138, 149, 191, 102, 121],
-    [149, 191, 198, 234, 120, 166, 223, 146, 194],
-    [175, 213, 241, 202, 244, 200, 239, 201, 250],
-    [180, 234, 202, 255, 225, 23, 255, 225, 41],
-    [202, 42, 255, 239, 104, 53, 26, 20, 149],
-    [234, 128, 110, 106, 102, 88, 85, 82, 212],
-    [26, 64, 77, 72, 82, 125, 120, 129, 172],
-    [96, 128, 156, 154, 170, 182, 212, 158, 179],
-    [144, 191, 206, 239, 160, 219, 242, 179, 228],
-  ]
-)
-
-
-def test_clahe_matches_opencv_exactly():
-  out = _clahe_channel(jnp.asarray(_CV2_IMAGE, jnp.float32), 3.0, (4, 3))
-  # OpenCV rounds its interpolated float to uint8; the op keeps the float, which must round to
-  # OpenCV's value but for ties (x.5 can land on either side after XLA's float reordering).
-  np.testing.assert_allclose(np.asarray(out), _CV2_CLAHE, atol=0.5 + 1e-3, rtol=0)
-
-
-@pytest.mark.parametrize(
-  ('size', 'grid', 'clip_limit', 'max_mean_diff', 'max_diff'),
-  [
-    (32, 8, 2.0, 3.0, 25.0),  # the notebook's CIFAR setting: 16-pixel tiles, bins clipped at 1
-    (64, 4, 4.0, 1.5, 10.0),  # 256-pixel tiles, bins clipped at 4
-  ],
-)
-def test_clahe_is_close_to_skimage(size, grid, clip_limit, max_mean_diff, max_diff):
-  image = _natural((size, size))
-  # OpenCV clips bins at int(clip_limit * tile pixels / 256), skimage at int(clip_limit *
-  # tile pixels): skimage's clip_limit is OpenCV's / 256. Both interpolate between tile
-  # centers at x / tile - 0.5. They differ in: skimage spreads the clipped excess over the
-  # bins under the limit (OpenCV over all bins, the residual from bin 0 up), bins 16384
-  # levels into 253 bins, and stretches its output to the full range (done here to ours).
-  expected = exposure.equalize_adapthist(
-    image, kernel_size=size // grid, clip_limit=clip_limit / 256, nbins=256
-  )
-  out = np.asarray(_clahe_channel(jnp.asarray(image, jnp.float32), clip_limit, grid))
-  stretched = (out - out.min()) / (out.max() - out.min())
-  diff = np.abs(stretched - expected) * 255
-  assert diff.mean() < max_mean_diff and diff.max() < max_diff  # measured: 1.6/17, 1.0/7
-  assert np.corrcoef(stretched.ravel(), expected.ravel())[0, 1] > 0.99
-
-
-def test_clahe_raises_local_contrast_and_keeps_a_constant_image_constant():
-  rng = np.random.default_rng(0)
-  low_contrast = jnp.asarray(100 + rng.integers(0, 8, (32, 32, 1)), jnp.float32)
-  out = jax.jit(augment.equalize_clahe)(low_contrast)
-  local_std = lambda x: np.asarray(x).reshape(8, 4, 8, 4).std(axis=(1, 3)).mean()
-  assert local_std(out) > 5 * local_std(low_contrast)
-  constant = jax.jit(augment.equalize_clahe)(jnp.full((32, 32, 3), 128.0))
-  assert np.ptp(np.asarray(constant)) < 1e-3
-  gray = _clahe_channel(jnp.full((32, 32), 128.0), 2.0, 8)
-  np.testing.assert_array_equal(np.asarray(gray), 143.0)  # what OpenCV returns
-
-
-def test_rgb_to_lab_matches_skimage_and_round_trips():
-  image = _natural((16, 16, 3))
-  lab = jax.jit(augment.rgb_to_lab)(jnp.asarray(image, jnp.float32))
-  np.testing.assert_allclose(np.asarray(lab), color.rgb2lab(image), atol=0.05)
-  np.testing.assert_allclose(np.asarray(jax.jit(augment.lab_to_rgb)(lab)), image, atol=0.01)
-
-
 def test_shift_scale_rotate_with_zero_limits_is_the_identity():
   images = _batch((32, 32, 3))
   chain = augment.make_chain(
@@ -197,13 +113,13 @@ def test_shift_scale_rotate_with_zero_limits_is_the_identity():
 
 
 def test_warp_by_90_degrees_is_rot90():
-  image = _natural((16, 16, 3))
+  image = natural_image((16, 16, 3))
   out = _warp(jnp.asarray(image, jnp.float32), 90.0, 1.0, 0.0, 0.0)
   np.testing.assert_allclose(np.asarray(out), np.rot90(image), atol=1e-3)
 
 
 def test_warp_shift_borders_are_reflect_101():
-  image = _natural((12, 10, 3))
+  image = natural_image((12, 10, 3))
   # Content moves 3 right and 2 up: out[i, j] = in[i + 2, j - 3], reflected without repeating
   # the edge pixel (OpenCV BORDER_REFLECT_101 = numpy.pad 'reflect').
   out = _warp(jnp.asarray(image, jnp.float32), 0.0, 1.0, 3 / 10, -2 / 12)
@@ -220,7 +136,7 @@ def test_hue_saturation_value_on_gray_shifts_the_value_only():
 
 
 def test_albumentations_chain_runs_under_jit():
-  image = _natural((32, 32, 3))
+  image = natural_image((32, 32, 3))
   images = jnp.asarray(np.stack([image] * 8), jnp.float32)
   chain = augment.make_chain(augment.albumentations_resnet_chain())
   out = np.asarray(jax.jit(functools.partial(augment.augment_batch, chain))(_keys(8), images))
