@@ -21,7 +21,7 @@ def _snake(name: str) -> str:
 
 
 def rows(model: nnx.Module, input_shape) -> list[tuple[str, str, str, int]]:
-  """(keras-style name, type, output shape, params) per top-level layer."""
+  """(keras-style name, type, output shape, parameters and statistics) per top-level layer."""
   layers = list(getattr(model, 'layers', [model]))
   spec = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
   seen: dict[str, int] = {}
@@ -33,7 +33,7 @@ def rows(model: nnx.Module, input_shape) -> list[tuple[str, str, str, int]]:
     name = base if base not in seen else f'{base}_{seen[base]}'
     seen[base] = seen.get(base, 0) + 1
     shape = '(None, ' + ', '.join(str(d) for d in spec.shape[1:]) + ')'
-    table.append((name, kind, shape, _count(layer, nnx.Param)))
+    table.append((name, kind, shape, _count(layer, ...)))  # Keras counts BN statistics too
   return table
 
 

@@ -44,3 +44,20 @@ def test_command_line_takes_overrides():
   )
   assert result.returncode == 0, result.stderr
   assert 'Total params: 669,706' in result.stdout.splitlines()
+
+
+def test_resnet_rows_count_batch_norm_statistics_as_keras_does():
+  from experiments import cifar10_resnet110_aug
+
+  config = cifar10_resnet110_aug.get_config()
+  config.model.depth = 20
+  model = models.create(config.model, input_shape=(32, 32, 3), num_classes=10, seed=0)
+  table = summary.rows(model, (32, 32, 3))
+  assert table[:2] == [
+    ('conv2d', 'Conv2D', '(None, 32, 32, 16)', 448),
+    ('batch_normalization', 'BatchNormalization', '(None, 32, 32, 16)', 64),
+  ]
+  assert table[-1] == ('dense', 'Dense', '(None, 10)', 2_570)
+  assert sum(row[3] for row in table) == 574_090  # Keras: Total params
+  text = summary.format_summary(model, (32, 32, 3))
+  assert 'Trainable params: 570,602' in text and 'Non-trainable params: 3,488' in text
