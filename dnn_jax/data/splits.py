@@ -2,8 +2,6 @@
 
 import dataclasses
 
-import numpy as np
-
 from dnn_jax.data import catalog, locate, prepare, read
 from dnn_jax.errors import ConfigError, DataError
 
@@ -74,8 +72,3 @@ def read_label_feature(name: str, version: str, data_dir):
 
   info = tfds.builder(f'{name}:{version}', data_dir=str(data_dir)).info
   return info.features['label']
-
-
-def class_counts(labels: np.ndarray, num_classes: int) -> list[int]:
-  """Examples per class."""
-  return np.bincount(labels, minlength=num_classes).tolist()
