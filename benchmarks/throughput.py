@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
-from dnn_jax import cli, train
+from dnn_jax import cli, experiment
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
@@ -57,7 +57,7 @@ def step_flops(exp) -> float:
 def measure(config, config_file: str, repeats: int) -> dict:
   """Throughput numbers for one config."""
   config.progress = 'lines'  # no bar: steps_per_call 0 then means one compiled call per epoch
-  exp = train.build(config)
+  exp = experiment.build(config)
   first, end = exp.chunks[0]
   train_chunk = exp.train_chunks[end - first]
   order = exp.epoch_order(exp.shuffle_key, 0)[first:end]
@@ -69,7 +69,7 @@ def measure(config, config_file: str, repeats: int) -> dict:
     jax.block_until_ready(sums)
 
   call_seconds = median_seconds(one_call, repeats)
-  eval_seconds = median_seconds(lambda: train.evaluate(exp, state, 'validation'), repeats)
+  eval_seconds = median_seconds(lambda: experiment.evaluate(exp, state, 'validation'), repeats)
   num_eval = len(exp.splits.validation['label'])
   flops_per_sample = step_flops(exp) / config.batch_size
   samples_per_sec = (end - first) * config.batch_size / call_seconds

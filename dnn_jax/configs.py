@@ -8,6 +8,7 @@ from dnn_jax.errors import ConfigError
 
 LOSSES = ('softmax_cross_entropy',)
 PROGRESS = ('auto', 'bar', 'lines')
+ON_NONFINITE = ('stop', 'skip_step')
 
 
 def _choice(value, choices, key):
@@ -34,10 +35,12 @@ def validated(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _choice(config.optimizer.schedule, sorted(optim.SCHEDULES), 'schedule')
   _choice(config.loss, LOSSES, 'loss')
   _choice(config.progress, PROGRESS, 'progress')
+  _choice(config.on_nonfinite, ON_NONFINITE, 'on_nonfinite')
   _positive(config, 'optimizer.learning_rate', kind=(int, float))
   for key in ('batch_size', 'eval_batch_size', 'num_epochs'):
     _positive(config, key)
-  for key in ('steps_per_call', 'num_devices'):
+  _positive(config, 'checkpoint.max_to_keep')
+  for key in ('steps_per_call', 'num_devices', 'checkpoint.every_steps'):
     _positive(config, key, allow_zero=True)
   dropout = config.model.get('dropout', 0.0)
   if not 0.0 <= dropout < 1.0:

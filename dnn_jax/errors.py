@@ -11,3 +11,11 @@ class ConfigError(UserError):
 
 class DataError(UserError):
   """A dataset or one of its original files is missing or corrupt."""
+
+
+class CheckpointError(UserError):
+  """A checkpoint is missing or does not fit the model or optimizer being run."""
+
+
+class NonFiniteError(UserError):
+  """The loss or params became NaN or Inf; the run stopped, its last good checkpoint kept."""

@@ -84,12 +84,21 @@ def _add(a, b):
   return jax.tree.map(jnp.add, a, b)
 
 
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
 def make_train_chunk(graphdef, tx: optax.GradientTransformation, augment=None):
   """Per-device fn(state, images_N, labels_N, order_SxB, epoch_key) -> (state, metric sums).
 
   Runs S optimizer steps in one lax.scan. The gradient is that of the global batch's mean
   loss: each device differentiates sum(local losses) / global count, then grads are summed.
   augment(keys_B, images_BxHxWxC) -> images, on the 0..255 scale, runs inside the step.
+
+  A step whose loss or new params are not finite changes nothing (params, optimizer and
+  BatchNorm state stay as they were) and is left out of the metric sums; the sums count such
+  steps in 'nonfinite' and give the first one's step number (1-based) in 'first_nonfinite' (-1:
+  none).
   """
 
   def train_step(carry, idx_B, images_N, labels_N, epoch_key):
@@ -114,17 +123,39 @@ def make_train_chunk(graphdef, tx: optax.GradientTransformation, augment=None):
       return batch_sums['loss'] / global_count + penalty, (batch_sums, model_state)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (_, (batch_sums, model_state)), grads = grad_fn(state.params)
-    grads = jax.lax.psum(grads, DATA_AXIS)
+    (loss, (batch_sums, model_state)), grads = grad_fn(state.params)
+    grads, loss = jax.lax.psum((grads, loss), DATA_AXIS)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    state = TrainState(state.step + 1, params, model_state, opt_state)
-    return (state, _add(sums, batch_sums)), None
+    # Every device reaches the same verdict: loss and params are identical across the mesh.
+    finite = jnp.isfinite(loss) & _all_finite(params)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    state = TrainState(
+      state.step + 1,
+      keep(params, state.params),
+      keep(model_state, state.model_state),
+      keep(opt_state, state.opt_state),
+    )
+    batch_sums = jax.tree.map(lambda x: jnp.where(finite, x, 0.0), batch_sums)
+    first = jnp.where((sums['first_nonfinite'] < 0) & ~finite, state.step, sums['first_nonfinite'])
+    sums = {
+      **_add({k: sums[k] for k in batch_sums}, batch_sums),
+      'nonfinite': sums['nonfinite'] + (~finite).astype(jnp.float32),
+      'first_nonfinite': first,
+    }
+    return (state, sums), None
 
   def train_chunk(state, images_N, labels_N, order_SxB, epoch_key):
     step = lambda carry, idx_B: train_step(carry, idx_B, images_N, labels_N, epoch_key)
-    (state, sums), _ = jax.lax.scan(step, (state, _zero_sums()), order_SxB)
-    return state, jax.lax.psum(sums, DATA_AXIS)
+    sums = {
+      **_zero_sums(),
+      'nonfinite': jnp.zeros([], jnp.float32),
+      'first_nonfinite': jnp.full([], -1, jnp.int32),
+    }
+    (state, sums), _ = jax.lax.scan(step, (state, sums), order_SxB)
+    # The non-finite verdicts are already global; only the metric sums need reducing.
+    metric_sums = jax.lax.psum({k: sums[k] for k in ('loss', 'correct', 'count')}, DATA_AXIS)
+    return state, {**metric_sums, **{k: sums[k] for k in ('nonfinite', 'first_nonfinite')}}
 
   return train_chunk
 

@@ -1,187 +1,103 @@
-"""train_and_evaluate(config, workdir): build, compile, run scanned epochs, evaluate, log."""
+"""train_and_evaluate(config, workdir): start or resume, train, checkpoint, evaluate, log."""
 
 import dataclasses
-import functools
 import json
 import os
 import pathlib
 import statistics
+import sys
 import time
-from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from dnn_jax import configs, models, optim, parallel, progress, steps, summary
-from dnn_jax.data import augment
-from dnn_jax.data import splits as data_splits
-from dnn_jax.errors import ConfigError, UserError
+from dnn_jax import checkpoint, configs, experiment, preemption, progress, steps
+from dnn_jax.errors import CheckpointError, NonFiniteError, UserError
+
+METRIC_SUMS = ('loss', 'correct', 'count', 'nonfinite')
 
 
 @dataclasses.dataclass
-class Experiment:
-  """A config turned into device-resident data and compiled functions, ready to train."""
+class Progress:
+  """Where a run stands, on the host; saved in every checkpoint's meta so it resumes exactly."""
 
-  config: Any
-  mesh: jax.sharding.Mesh
-  splits: data_splits.Splits
-  model_summary: str
-  schedule: Any
-  state: steps.TrainState  # the initial state, replicated on the mesh
-  arrays: dict  # split name -> (images_N, labels_N) replicated on the mesh
-  eval_orders: dict  # split name -> [steps, batch] indices, sharded over the data axis
-  epoch_order: Any  # jitted (shuffle_key, epoch) -> [steps, batch] indices
-  train_chunk: Any  # jitted fn(state, images, labels, order, key) -> (state, metric sums)
-  train_chunks: dict  # chunk length -> train_chunk compiled for it
-  evaluators: dict  # split name -> compiled fn(state, images, labels, order) -> metric sums
-  shuffle_key: jax.Array
-  example_key: jax.Array  # per epoch and example: dropout masks and augmentations
-  chunks: list  # (first step, end step) of each compiled call in an epoch
-  compile_seconds: float
-
-  @property
-  def num_train(self) -> int:
-    return len(self.splits.train['label'])
-
-  @property
-  def steps_per_epoch(self) -> int:
-    return self.chunks[-1][1]
-
-
-def build(config) -> Experiment:
-  """Validates config, loads the data onto the mesh, builds the model and compiles its steps."""
-  config = configs.validated(config)
-  mesh = parallel.make_mesh(config.num_devices)
-  parallel.check_divisible(config.batch_size, mesh)
-  splits = data_splits.load(config.data)
-  num_train = len(splits.train['label'])
-  if config.batch_size > num_train:
-    raise ConfigError(
-      f'config.batch_size={config.batch_size} is larger than the {num_train:,} training '
-      f'examples of {config.data.name}; use at most {num_train}'
-    )
-  model = models.create(
-    config.model, input_shape=splits.image_shape, num_classes=splits.num_classes, seed=config.seed
-  )
-  model_summary = summary.format_summary(model, splits.image_shape, title=config.model.name)
-  steps_per_epoch = -(-num_train // config.batch_size)
-  tx = optim.create(config.optimizer, steps_per_epoch, config.num_epochs)
-  graphdef, state = steps.init_state(model, tx)
-  del model  # from here on the model lives as (graphdef, state) on the mesh
-
-  replicated = parallel.replicated(mesh)
-  state = jax.device_put(state, replicated)
-  named = {'train': splits.train, 'validation': splits.validation}
-  if not splits.validation_is_test:
-    named['test'] = splits.test
-  arrays = {k: jax.device_put((v['image'], v['label']), replicated) for k, v in named.items()}
-  order_sharding = parallel.batch_sharded(mesh, batch_axis=1)
-  eval_batch = -(-config.eval_batch_size // mesh.size) * mesh.size  # padded: any size works
-  eval_orders = {
-    k: jax.device_put(steps.batch_order(len(v['label']), eval_batch), order_sharding)
-    for k, v in named.items()
-    if k != 'train'
-  }
-  epoch_order = jax.jit(
-    functools.partial(steps.epoch_order, num_examples=num_train, batch_size=config.batch_size),
-    out_shardings=order_sharding,
-  )
-  root_key = jax.random.key(config.seed)
-  shuffle_key, example_key = jax.random.fold_in(root_key, 1), jax.random.fold_in(root_key, 2)
-  size = config.steps_per_call or steps_per_epoch
-  if not config.steps_per_call and progress.shows_bar(config.progress):
-    size = -(-steps_per_epoch // progress.BAR_UPDATES_PER_EPOCH)  # a bar that moves
-  chunks = [(a, min(a + size, steps_per_epoch)) for a in range(0, steps_per_epoch, size)]
-
-  # Compile ahead of time: compile time is reported apart from training time.
-  start = time.perf_counter()
-  train_augment, eval_augment = _augmenter(config.augment), _augmenter(config.eval_augment)
-  train_chunk = parallel.shard_train_chunk(
-    steps.make_train_chunk(graphdef, tx, train_augment), mesh
-  )
-  order = epoch_order(shuffle_key, 0)
-  train_chunks = {}
-  for a, b in chunks:
-    if b - a not in train_chunks:
-      args = (state, *arrays['train'], order[a:b], example_key)
-      train_chunks[b - a] = train_chunk.lower(*args).compile()
-  evaluate = parallel.shard_evaluate(steps.make_evaluate(graphdef, eval_augment), mesh)
-  evaluators, by_shape = {}, {}
-  for name, order in eval_orders.items():
-    shapes = (arrays[name][0].shape, order.shape)  # equal-sized splits share one executable
-    if shapes not in by_shape:
-      by_shape[shapes] = evaluate.lower(state, *arrays[name], order).compile()
-    evaluators[name] = by_shape[shapes]
-  compile_seconds = time.perf_counter() - start
-
-  return Experiment(
-    config=config,
-    mesh=mesh,
-    splits=splits,
-    model_summary=model_summary,
-    schedule=optim.learning_rate_schedule(config.optimizer, steps_per_epoch, config.num_epochs),
-    state=state,
-    arrays=arrays,
-    eval_orders=eval_orders,
-    epoch_order=epoch_order,
-    train_chunk=train_chunk,
-    train_chunks=train_chunks,
-    evaluators=evaluators,
-    shuffle_key=shuffle_key,
-    example_key=example_key,
-    chunks=chunks,
-    compile_seconds=compile_seconds,
-  )
-
-
-def _augmenter(chain_config):
-  """fn(keys_B, images_BxHxWxC) -> images for a chain config; None when it is empty."""
-  if not chain_config:
-    return None
-  chain = augment.make_chain(chain_config)
-  return lambda keys_B, images: augment.augment_batch(chain, keys_B, images)
-
-
-def train_epoch(exp: Experiment, state, epoch: int, bar: progress.EpochProgress | None = None):
-  """One epoch (0-based) of compiled calls; returns (state, metric sums fetched to the host)."""
-  order = exp.epoch_order(exp.shuffle_key, epoch)
-  epoch_key = jax.random.fold_in(exp.example_key, epoch)
-  totals, pending = None, []
-  for a, b in exp.chunks:
-    state, sums = exp.train_chunks[b - a](state, *exp.arrays['train'], order[a:b], epoch_key)
-    pending.append((b, sums))
-    if len(pending) > 1:  # read the previous chunk while this one runs: no pipeline bubble
-      totals = _add_chunk(pending.pop(0), totals, bar)
-  return state, _add_chunk(pending.pop(0), totals, bar)
-
-
-def _add_chunk(item, totals, bar):
-  end_step, sums = item
-  sums = {k: np.float64(v) for k, v in jax.device_get(sums).items()}
-  totals = sums if totals is None else {k: totals[k] + sums[k] for k in sums}
-  if bar:
-    bar.update(end_step, steps.means(totals))
-  return totals
-
-
-def evaluate(exp: Experiment, state, split: str) -> dict:
-  """{'loss', 'accuracy'} over the whole split ('validation' or 'test')."""
-  if split == 'test' and exp.splits.validation_is_test:
-    split = 'validation'
-  sums = exp.evaluators[split](state, *exp.arrays[split], exp.eval_orders[split])
-  return steps.means(jax.device_get(sums))
+  step: int = 0  # optimizer steps taken (= batches consumed) since the run began
+  history: list = dataclasses.field(default_factory=list)  # metrics.json's, per epoch
+  train_seconds: list = dataclasses.field(default_factory=list)  # per finished epoch
+  epoch_sums: dict | None = None  # float64 metric sums of the current epoch so far
+  epoch_seconds: float = 0.0  # training time spent in the current epoch so far
 
 
 def train_and_evaluate(config, workdir) -> dict:
-  """Trains config's experiment into workdir; returns what it writes to metrics.json.
+  """Trains config's experiment into workdir, resuming from its latest checkpoint if any.
 
   Args:
     config: an experiment ConfigDict (see experiments/base.py).
-    workdir: where metrics.json goes; created if missing.
+    workdir: metrics.json and checkpoints/ go here; created if missing.
+
+  Returns:
+    What it writes to metrics.json; with 'preempted' if a SIGTERM/SIGINT stopped it.
   """
   configs.validated(config)  # a bad value must not leave an empty workdir behind
   workdir = _prepare_workdir(workdir)
-  exp = build(config)
+  with preemption.StopRequests() as stop:
+    exp = experiment.setup(config)
+    ckpts = checkpoint.Checkpoints(
+      workdir / 'checkpoints', exp.config.checkpoint.max_to_keep, exp.config.checkpoint.async_save
+    )
+    try:
+      state, run, start_note = _start(exp, ckpts)  # before compiling: a misfit fails fast
+      experiment.compile_training(exp)
+      _print_header(exp, start_note)
+      return _train(exp, ckpts, state, run, workdir, stop)
+    finally:
+      ckpts.close()  # waits for the saves in flight
+
+
+def _start(exp: experiment.Experiment, ckpts: checkpoint.Checkpoints):
+  """(state, Progress, a line saying where the run starts) from a checkpoint or from scratch."""
+  config = exp.config
+  found = ckpts.restore_latest(exp.state)
+  if found:
+    state, meta, step = found
+    path = ckpts.directory / str(step)
+    _check_same_run(meta, exp, path)
+    state = state.replace(step=jax.device_put(jnp.int32(step), exp.state.step.sharding))
+    keys = {k: jax.random.wrap_key_data(np.array(v, np.uint32)) for k, v in meta['rng'].items()}
+    exp.shuffle_key, exp.example_key = keys['shuffle'], keys['example']
+    run = Progress(**{f.name: meta[f.name] for f in dataclasses.fields(Progress)})
+    epoch, in_epoch = divmod(step, exp.steps_per_epoch)
+    where = (
+      'the run is complete'
+      if step >= config.num_epochs * exp.steps_per_epoch
+      else f'epoch {epoch + 1}/{config.num_epochs}, step {in_epoch}/{exp.steps_per_epoch}'
+    )
+    return state, run, f'Resuming from {path} ({where})'
+  if config.init_from:
+    try:
+      source, step = checkpoint.open_source(config.init_from)
+    except CheckpointError as e:
+      raise CheckpointError(f'config.init_from: {e}') from None
+    items = ('params', 'model_state')
+    state, _ = source.restore(step, exp.state, items)
+    path = source.directory / str(step)
+    return state, Progress(), f'Initialized weights from {path}; the optimizer starts afresh'
+  return exp.state, Progress(), None
+
+
+def _check_same_run(meta: dict, exp: experiment.Experiment, path) -> None:
+  saved = (meta['num_train'], meta['steps_per_epoch'])
+  if saved != (exp.num_train, exp.steps_per_epoch):
+    raise CheckpointError(
+      f'checkpoint {path} was saved with {saved[0]:,} training examples in {saved[1]} steps '
+      f'per epoch, this config has {exp.num_train:,} in {exp.steps_per_epoch}; resume with the '
+      f'same data.train_split and batch_size, or use another --workdir '
+      f'(--config.init_from={path} starts a new run from its weights)'
+    )
+
+
+def _print_header(exp: experiment.Experiment, start_note: str | None) -> None:
   config, mesh = exp.config, exp.mesh
   print(exp.model_summary)
   print(
@@ -192,42 +108,152 @@ def train_and_evaluate(config, workdir) -> dict:
     f'{len(exp.chunks)} compiled call(s); compiled in {exp.compile_seconds:.1f}s',
     flush=True,
   )
-  device = mesh.devices.flat[0]
+  if start_note:
+    print(start_note, flush=True)
+
+
+def _train(exp, ckpts, state, run: Progress, workdir: pathlib.Path, stop) -> dict:
+  config = exp.config
+  device = exp.mesh.devices.flat[0]
   result = {
     'config': json.loads(config.to_json()),
-    'history': [],
-    'devices': {'platform': device.platform, 'kind': device.device_kind, 'count': mesh.size},
+    'history': run.history,
+    'devices': {'platform': device.platform, 'kind': device.device_kind, 'count': exp.mesh.size},
     'compile_seconds': exp.compile_seconds,
   }
-  state, train_seconds = exp.state, []
-  for epoch in range(config.num_epochs):
-    bar = progress.EpochProgress(epoch + 1, config.num_epochs, exp.steps_per_epoch, config.progress)
-    start = time.perf_counter()
-    state, sums = train_epoch(exp, state, epoch, bar)
-    train_seconds.append(time.perf_counter() - start)
-    train, val = steps.means(sums), evaluate(exp, state, 'validation')
-    record = {
-      'epoch': epoch + 1,
-      'loss': train['loss'],
-      'accuracy': train['accuracy'],
-      'val_loss': val['loss'],
-      'val_accuracy': val['accuracy'],
-      'seconds': time.perf_counter() - start,
-      'train_seconds': train_seconds[-1],
-      'learning_rate': float(exp.schedule(int(state.step) - 1)),
-    }
-    result['history'].append(record)
-    result['train_samples_per_sec'] = exp.num_train / statistics.median(train_seconds)
-    best = max(result['history'], key=lambda h: h['val_accuracy'])  # first of equals
-    result['best'] = {k: best[k] for k in ('epoch', 'val_accuracy', 'val_loss')}
-    bar.end(record['seconds'], {k: record[k] for k in list(record)[1:5]})
-    write_json(workdir / 'metrics.json', result)
+  _summarize(result, run, exp)
+  total_steps = config.num_epochs * exp.steps_per_epoch
+  try:
+    while run.step < total_steps:
+      stopped = bool(stop.signal)
+      if not stopped:
+        state, stopped, bar = _train_epoch(exp, ckpts, state, run, stop)
+      if stopped:
+        ckpts.save(state, _meta(exp, run))  # a no-op when this step is saved already
+        ckpts.wait()
+        print(f'preempted at step {run.step}; run the same command to resume', flush=True)
+        result['preempted'] = {'step': run.step, 'signal': stop.signal}
+        write_json(workdir / 'metrics.json', result)
+        return result
+      _end_epoch(exp, ckpts, state, run, bar)
+      _summarize(result, run, exp)
+      write_json(workdir / 'metrics.json', result)
+  except NonFiniteError as e:
+    ckpts.wait()
+    kept = ckpts.latest_step()
+    kept = f'step {kept} in {ckpts.directory}' if kept is not None else 'none (no save yet)'
+    raise NonFiniteError(f'{e}; last good checkpoint: {kept}') from None
 
-  result['test'] = evaluate(exp, state, 'test')
+  result['test'] = experiment.evaluate(exp, state, 'test')
   write_json(workdir / 'metrics.json', result)
   print(f'Test loss: {result["test"]["loss"]:.4f}')
   print(f'Test accuracy: {result["test"]["accuracy"]:.4f}')
   return result
+
+
+def _train_epoch(exp, ckpts, state, run: Progress, stop):
+  """Trains to the end of the current epoch: (state, stopped early by a signal?, its bar).
+
+  Saves every config.checkpoint.every_steps steps, at the end of the compiled call that reaches
+  the multiple. Each call's metrics are read while the next one runs, except where a save
+  needs them at once.
+  """
+  config, steps_per_epoch = exp.config, exp.steps_per_epoch
+  every = config.checkpoint.every_steps
+  epoch, start = divmod(run.step, steps_per_epoch)
+  bar = progress.EpochProgress(epoch + 1, config.num_epochs, steps_per_epoch, config.progress)
+  order = exp.epoch_order(exp.shuffle_key, epoch)
+  epoch_key = jax.random.fold_in(exp.example_key, epoch)
+  seconds_before, began = run.epoch_seconds, time.perf_counter()
+  pending = None
+  for a, b in exp.chunks_from(start):
+    if stop.signal:
+      break
+    train_chunk = exp.compiled_chunk(b - a)
+    state, sums = train_chunk(state, *exp.arrays['train'], order[a:b], epoch_key)
+    if pending:  # read the previous call's metrics while this one runs: no pipeline bubble
+      _absorb(exp, run, *pending, bar)
+    pending = (b - a, sums)
+    crossed = (run.step + b - a) // every > run.step // every if every else False
+    if crossed and b < steps_per_epoch:  # the epoch's end has a checkpoint of its own
+      _absorb(exp, run, *pending, bar)
+      pending = None
+      run.epoch_seconds = seconds_before + time.perf_counter() - began
+      ckpts.save(state, _meta(exp, run))
+  if pending:
+    _absorb(exp, run, *pending, bar)
+  run.epoch_seconds = seconds_before + time.perf_counter() - began
+  return state, run.step % steps_per_epoch != 0, bar
+
+
+def _absorb(exp, run: Progress, num_steps: int, sums, bar) -> None:
+  """Adds a compiled call's fetched metric sums to the epoch's; stops on a non-finite loss."""
+  sums = jax.device_get(sums)
+  if sums['nonfinite'] and exp.config.on_nonfinite == 'stop':
+    step = int(sums['first_nonfinite'])
+    raise NonFiniteError(
+      f'non-finite loss at step {step} (epoch {(step - 1) // exp.steps_per_epoch + 1}); lower '
+      f'the learning rate, or set --config.on_nonfinite=skip_step to skip such steps'
+    )
+  sums = {k: np.float64(sums[k]) for k in METRIC_SUMS}
+  totals = run.epoch_sums
+  run.epoch_sums = sums if totals is None else {k: totals[k] + sums[k] for k in METRIC_SUMS}
+  run.step += num_steps
+  bar.update((run.step - 1) % exp.steps_per_epoch + 1, steps.means(run.epoch_sums))
+
+
+def _end_epoch(exp, ckpts, state, run: Progress, bar) -> None:
+  """Validates, appends the epoch to the history, saves a ranked checkpoint, prints the line."""
+  start = time.perf_counter()
+  sums = run.epoch_sums or dict.fromkeys(METRIC_SUMS, 0.0)
+  train, val = steps.means(sums), experiment.evaluate(exp, state, 'validation')
+  record = {
+    'epoch': run.step // exp.steps_per_epoch,
+    'loss': train['loss'],
+    'accuracy': train['accuracy'],
+    'val_loss': val['loss'],
+    'val_accuracy': val['accuracy'],
+    'seconds': run.epoch_seconds + time.perf_counter() - start,
+    'train_seconds': run.epoch_seconds,
+    'learning_rate': float(exp.schedule(run.step - 1)),
+    'nonfinite_steps': int(sums['nonfinite']),
+  }
+  if record['nonfinite_steps']:
+    print(
+      f'warning: skipped {record["nonfinite_steps"]} step(s) with a non-finite loss in epoch '
+      f'{record["epoch"]}',
+      file=sys.stderr,
+    )
+  run.history.append(record)
+  run.train_seconds.append(run.epoch_seconds)
+  run.epoch_sums, run.epoch_seconds = None, 0.0
+  ckpts.save(state, _meta(exp, run), metrics={'val_accuracy': val['accuracy']})
+  bar.end(
+    record['seconds'], {k: record[k] for k in ('loss', 'accuracy', 'val_loss', 'val_accuracy')}
+  )
+
+
+def _summarize(result: dict, run: Progress, exp) -> None:
+  if run.train_seconds:
+    result['train_samples_per_sec'] = exp.num_train / statistics.median(run.train_seconds)
+  if run.history:
+    best = max(run.history, key=lambda h: h['val_accuracy'])  # first of equals
+    result['best'] = {k: best[k] for k in ('epoch', 'val_accuracy', 'val_loss')}
+
+
+def _meta(exp: experiment.Experiment, run: Progress) -> dict:
+  """The JSON half of a checkpoint: run progress, RNG keys, and what must match on resume."""
+  return {
+    **dataclasses.asdict(run),
+    'epoch': run.step // exp.steps_per_epoch,
+    'steps_per_epoch': exp.steps_per_epoch,
+    'num_train': exp.num_train,
+    'rng': {
+      'shuffle': jax.random.key_data(exp.shuffle_key).tolist(),
+      'example': jax.random.key_data(exp.example_key).tolist(),
+    },
+    'config': json.loads(exp.config.to_json()),
+  }
 
 
 def _prepare_workdir(workdir) -> pathlib.Path:

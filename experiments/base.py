@@ -49,4 +49,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.steps_per_call = 0
   config.num_devices = 0  # 0 = every visible device
   config.progress = 'auto'  # auto (a bar on a terminal), bar or lines
+
+  # Checkpoints in <workdir>/checkpoints: one at every epoch's end, and, if every_steps > 0, at
+  # the end of the compiled call that reaches each multiple of every_steps (calls are cut to
+  # at most every_steps steps). Re-running on the same workdir resumes from the latest.
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.every_steps = 0
+  config.checkpoint.max_to_keep = 3  # the most recent; the best by val_accuracy is kept besides
+  config.checkpoint.async_save = True  # write in the background while training goes on
+  config.init_from = ''  # a workdir or checkpoint to take the weights from, for a new run
+  config.on_nonfinite = 'stop'  # NaN/Inf loss or params: stop, or skip_step (leave it out)
   return config

@@ -88,3 +88,34 @@ def test_evaluate_equals_numpy_on_a_padded_split():
   assert sums['count'] == 12
   np.testing.assert_allclose(means['loss'], expected_loss, rtol=1e-5)
   np.testing.assert_allclose(means['accuracy'], expected_accuracy)
+
+
+def test_a_non_finite_step_changes_nothing_and_is_reported():
+  graphdef, _, state, images, labels = tiny_setup()
+  tx = optax.adam(0.1)  # with a step count in its state, which must not advance either
+  state = state.replace(opt_state=tx.init(state.params))
+  images = np.asarray(images, np.float32)
+  images[5, 0, 0, 0] = np.nan  # example 5 poisons the loss of the batch that holds it
+  train = parallel.shard_train_chunk(steps.make_train_chunk(graphdef, tx), parallel.make_mesh(1))
+  fresh = lambda: jax.tree.map(jnp.copy, state)  # each call donates (consumes) its state
+  run = lambda order: train(
+    fresh(), images, labels, jnp.asarray(order, jnp.int32), jax.random.key(1)
+  )
+
+  good_then_bad, sums = run([[0, 1, 2], [3, 4, 5], [6, 7, 8]])
+  good_only, good_sums = run([[0, 1, 2]])
+  assert int(sums['nonfinite']) == 1 and int(sums['first_nonfinite']) == 2
+  assert int(good_sums['nonfinite']) == 0 and int(good_sums['first_nonfinite']) == -1
+  assert sums['count'] == 6  # the poisoned batch is left out of the metrics
+  assert np.isfinite(sums['loss'])
+  assert int(good_then_bad.step) == 3  # the position in the data still advances
+  # Step 3 was applied on top of step 1 alone: redo that and compare bitwise.
+  then_third, _ = train(
+    good_only, images, labels, jnp.asarray([[6, 7, 8]], jnp.int32), jax.random.key(1)
+  )
+  pairs = zip(
+    jax.tree.leaves(good_then_bad.params), jax.tree.leaves(then_third.params), strict=True
+  )
+  for a, b in pairs:
+    np.testing.assert_array_equal(a, b)
+  assert int(good_then_bad.opt_state[0].count) == 2

@@ -1,0 +1,220 @@
+"""Orbax checkpoints of a run: everything needed to continue it exactly, kept safely.
+
+A checkpoint `<workdir>/checkpoints/<step>/` holds the TrainState fields as arrays (params,
+opt_state, model_state: BatchNorm statistics) and `meta`, a JSON document with the step, the
+position in the epoch, the RNG keys, the metric history and the config. Orbax writes each one
+into a temporary directory and renames it when complete, so a kill during a save leaves the
+previous checkpoints as they were. Nothing is pickled: arrays are tensorstore files, the rest
+JSON, so loading a checkpoint never runs code from it.
+"""
+
+import logging
+import pathlib
+import shutil
+import sys
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+from dnn_jax import steps
+from dnn_jax.errors import CheckpointError
+
+ARRAY_ITEMS = ('params', 'model_state', 'opt_state')  # TrainState fields saved as arrays
+UNREADABLE_DIR = 'checkpoints_unreadable'  # beside checkpoints/: where broken ones are moved
+
+
+class _QuietMidEpochSaves(logging.Filter):
+  """Orbax warns on every save without metrics; mid-epoch saves have none by design."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return 'did not provide metrics' not in record.getMessage()
+
+
+logging.getLogger('absl').addFilter(_QuietMidEpochSaves())
+
+
+def _rank(metrics) -> tuple:
+  """Best = highest val_accuracy; among equals the earliest (Keras's save_best_only)."""
+  return (metrics['val_accuracy'], -metrics['step'])
+
+
+class Checkpoints:
+  """The checkpoints of one workdir: save, list, restore (falling back past broken ones)."""
+
+  def __init__(
+    self, directory, max_to_keep: int = 3, async_save: bool = True, read_only: bool = False
+  ):
+    self.directory = pathlib.Path(directory).absolute()
+    keep = policies.AnyPreservationPolicy(
+      [
+        policies.LatestN(n=max_to_keep),
+        policies.BestN(get_metric_fn=_rank, n=1, keep_checkpoints_without_metrics=False),
+      ]
+    )
+    options = ocp.CheckpointManagerOptions(
+      preservation_policy=keep,
+      enable_async_checkpointing=async_save,
+      cleanup_tmp_directories=not read_only,  # what a kill during a save left behind
+      read_only=read_only,  # another run's checkpoints (init_from, evaluate): touch nothing
+      best_fn=_rank,
+      best_mode='max',
+    )
+    handlers = {k: ocp.StandardCheckpointHandler() for k in ARRAY_ITEMS}
+    handlers['meta'] = ocp.JsonCheckpointHandler()
+    self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+
+  def all_steps(self) -> list:
+    return list(self.manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def best_step(self) -> int | None:
+    """The kept step with the best validation accuracy (None before any epoch ended)."""
+    scored = [(s, self.manager.metrics(s)) for s in self.all_steps()]
+    scored = [(_rank(m), s) for s, m in scored if m]
+    return max(scored)[1] if scored else None
+
+  def save(self, state: steps.TrainState, meta: dict, metrics: dict | None = None) -> bool:
+    """Starts saving state and meta at meta['step']; False if that step is already saved.
+
+    metrics (epoch ends only): {'val_accuracy'} ranks the checkpoint for `best`.
+    """
+    step = meta['step']
+    if step in self.all_steps():
+      return False
+    # Copies: the next compiled call donates (overwrites) state's buffers while orbax writes.
+    state = jax.tree.map(jnp.copy, state)
+    items = {  # orbax refuses empty trees: a model without BatchNorm has no model_state
+      k: ocp.args.StandardSave(getattr(state, k))
+      for k in ARRAY_ITEMS
+      if jax.tree.leaves(getattr(state, k))
+    }
+    if metrics is not None:
+      metrics = {**metrics, 'step': step}
+    self.manager.save(
+      step, args=ocp.args.Composite(**items, meta=ocp.args.JsonSave(meta)), metrics=metrics
+    )
+    return True
+
+  def read_meta(self, step: int) -> dict:
+    """The JSON half of a checkpoint: progress, history and config."""
+    restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return restored['meta']
+
+  def restore(self, step: int, target: steps.TrainState, items=ARRAY_ITEMS):
+    """(state, meta) of one step onto target's shapes and shardings; only `items` are read.
+
+    Fields not in items keep target's values. Raises CheckpointError if shapes differ.
+    """
+    path = self.directory / str(step)
+    saved = self.manager.item_metadata(step)
+    for item in items:
+      check_fits(saved.get(item) or {}, getattr(target, item), item, path)
+    items = [k for k in items if jax.tree.leaves(getattr(target, k))]
+    args = {k: ocp.args.StandardRestore(_abstract(getattr(target, k))) for k in items}
+    restored = self.manager.restore(
+      step, args=ocp.args.Composite(**args, meta=ocp.args.JsonRestore())
+    )
+    return target.replace(**{k: restored[k] for k in items}), restored['meta']
+
+  def restore_latest(self, target: steps.TrainState, items=ARRAY_ITEMS):
+    """(state, meta, step) of the newest readable checkpoint, or None if there is none.
+
+    A checkpoint that cannot be read (truncated, corrupt) is moved to checkpoints_unreadable/
+    and the one before it is used; a checkpoint of another model is an error, not skipped.
+    """
+    for step in reversed(self.all_steps()):
+      try:
+        return (*self.restore(step, target, items), step)
+      except CheckpointError:
+        raise
+      except Exception as e:  # any failure to read means this one is broken
+        moved = self._move_aside(step)
+        earlier = [s for s in self.all_steps() if s < step]
+        then = f'using step {earlier[-1]}' if earlier else 'no earlier checkpoint'
+        detail = (str(e).splitlines() or [''])[0].split('. See ')[0][:160]
+        reason = f'{type(e).__name__}: {detail}'
+        print(
+          f'warning: checkpoint {self.directory / str(step)} is unreadable ({reason}); '
+          f'moved it to {moved}; {then}',
+          file=sys.stderr,
+        )
+    return None
+
+  def _move_aside(self, step: int) -> pathlib.Path:
+    target = self.directory.parent / UNREADABLE_DIR / str(step)
+    if target.exists():
+      shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(self.directory / str(step), target)
+    self.manager.reload()
+    return target
+
+  def wait(self) -> None:
+    """Blocks until every started save is complete on disk."""
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def _abstract(tree):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def _name(path) -> str:
+  parts = []
+  for key in path:
+    part = getattr(key, 'key', getattr(key, 'name', getattr(key, 'idx', key)))
+    parts.append(str(part))
+  if parts and parts[-1] == 'value':  # nnx Variables store their array under .value
+    parts.pop()
+  return '.'.join(parts)
+
+
+def check_fits(saved_metadata, target, item: str, path) -> None:
+  """Raises CheckpointError naming the first array whose shape differs or is missing."""
+  saved = {
+    _name(p): tuple(m.shape) for p, m in jax.tree_util.tree_flatten_with_path(saved_metadata)[0]
+  }
+  wanted = {_name(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(target)[0]}
+  fix = 'use the config it was saved with, or another --workdir'
+  what = 'the optimizer (its state)' if item == 'opt_state' else 'this model'
+  for name, shape in wanted.items():
+    if name not in saved:
+      raise CheckpointError(
+        f'checkpoint {path} does not fit {what}: it has no {item} {name}; {fix}'
+      )
+    if saved[name] != shape:
+      raise CheckpointError(
+        f'checkpoint {path} does not fit {what}: {item} {name} has shape {saved[name]} there '
+        f'and {shape} here; {fix}'
+      )
+  extra = sorted(set(saved) - set(wanted))
+  if extra:
+    raise CheckpointError(
+      f'checkpoint {path} does not fit {what}: it has an extra {item} {extra[0]}; {fix}'
+    )
+
+
+def open_source(path) -> tuple[Checkpoints, int]:
+  """(read-only Checkpoints, step) from a workdir, its checkpoints/ (latest step) or a step dir."""
+  path = pathlib.Path(path)
+  if path.name.isdigit() and (path / 'meta').is_dir():  # checkpoints/<step>
+    candidates = [(path.parent, int(path.name))]
+  else:
+    candidates = [(path / 'checkpoints', None), (path, None)]
+  for directory, step in candidates:
+    if directory.is_dir():
+      source = Checkpoints(directory, read_only=True)
+      saved = source.all_steps()
+      if saved and (step is None or step in saved):
+        return source, saved[-1] if step is None else step
+  raise CheckpointError(
+    f'no checkpoint at {path}; give a workdir, its checkpoints/ directory or a '
+    f'checkpoints/<step> directory'
+  )

@@ -1,0 +1,82 @@
+"""Evaluate a checkpoint on the test split: python -m dnn_jax.evaluate --workdir W.
+
+--checkpoint picks it: latest (default), best (highest val_accuracy at an epoch's end) or a
+step number. Prints `Test loss` and `Test accuracy` and writes W/eval.json.
+"""
+
+import pathlib
+
+from absl import app, flags
+
+from dnn_jax import cli
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, "A training run's workdir (holds checkpoints/).")
+flags.DEFINE_string('checkpoint', 'latest', 'latest, best, or a step number.')
+flags.mark_flags_as_required(['workdir'])
+
+
+def evaluate_checkpoint(workdir, which: str = 'latest') -> dict:
+  """Restores a checkpoint of workdir, evaluates it, writes workdir/eval.json; returns that."""
+  import jax
+  import ml_collections
+
+  from dnn_jax import checkpoint, experiment, train
+  from dnn_jax.errors import CheckpointError
+
+  workdir = pathlib.Path(workdir)
+  directory = workdir / 'checkpoints'
+  source = checkpoint.Checkpoints(directory, read_only=True) if directory.is_dir() else None
+  saved = source.all_steps() if source else []
+  if not saved:
+    raise CheckpointError(
+      f'no checkpoint in {directory}; train first: python -m dnn_jax.main --config '
+      f'experiments/<name>.py --workdir {workdir}'
+    )
+  if which == 'latest':
+    step = saved[-1]
+  elif which == 'best':
+    step = source.best_step()
+    if step is None:
+      raise CheckpointError(f'no epoch has ended in {directory} yet; use --checkpoint=latest')
+  elif which.isdigit() and int(which) in saved:
+    step = int(which)
+  else:
+    raise CheckpointError(
+      f'--checkpoint={which} is not latest, best or a saved step; saved steps: '
+      f'{", ".join(map(str, saved))}'
+    )
+
+  meta = source.read_meta(step)
+  config = ml_collections.ConfigDict(meta['config'])
+  if config.batch_size % len(jax.devices()):  # evaluation is per example: any count will do
+    config.num_devices = 1
+  else:
+    config.num_devices = 0
+  exp = experiment.setup(config)
+  state, _ = source.restore(step, exp.state, items=('params', 'model_state'))
+  experiment.compile_evaluators(exp)
+  path = directory / str(step)
+  result = {
+    'checkpoint': str(path),
+    'step': step,
+    'epochs_done': step / exp.steps_per_epoch,
+    'test': experiment.evaluate(exp, state, 'test'),
+  }
+  if not exp.splits.validation_is_test:
+    result['validation'] = experiment.evaluate(exp, state, 'validation')
+  train.write_json(workdir / 'eval.json', result)
+  print(f'Checkpoint {path} (step {step}, epoch {result["epochs_done"]:.2f})')
+  print(f'Test loss: {result["test"]["loss"]:.4f}')
+  print(f'Test accuracy: {result["test"]["accuracy"]:.4f}')
+  return result
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  cli.run_reporting_errors(evaluate_checkpoint, FLAGS.workdir, FLAGS.checkpoint)
+
+
+if __name__ == '__main__':
+  app.run(main)
