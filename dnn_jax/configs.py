@@ -1,5 +1,8 @@
 """Config validation: every user mistake becomes one ConfigError line, before any compilation."""
 
+import math
+import pathlib
+
 import ml_collections
 
 from dnn_jax import models, optim
@@ -20,10 +23,10 @@ def _positive(config, key, kind=(int,), allow_zero=False):
   value = config
   for part in key.split('.'):
     value = value[part]
-  ok = isinstance(value, kind) and not isinstance(value, bool)
-  if not ok or value < 0 or (value == 0 and not allow_zero):
+  number = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
+  if not number or value < 0 or (value == 0 and not allow_zero):
     rule = 'a non-negative' if allow_zero else 'a positive'
-    kind_name = 'integer' if kind == (int,) else 'number'
+    kind_name = 'integer' if kind == (int,) else 'finite number'
     raise ConfigError(f'config.{key}={value!r} must be {rule} {kind_name}')
 
 
@@ -48,6 +51,11 @@ def validated(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   for size in config.model.get('hidden_sizes', ()):
     if not isinstance(size, int) or size <= 0:
       raise ConfigError(f'config.model.hidden_sizes={config.model.hidden_sizes!r} must be > 0')
+  if config.init_from and not pathlib.Path(config.init_from).exists():
+    raise ConfigError(
+      f'config.init_from={config.init_from!r} does not exist; give a workdir, its '
+      f'checkpoints/ directory or a checkpoints/<step> directory'
+    )
   augment.make_chain(config.augment)  # raises on an unknown op or parameter
   augment.make_chain(config.eval_augment)
   return config

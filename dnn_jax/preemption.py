@@ -6,33 +6,52 @@ import sys
 import threading
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, the shell's code for a run stopped with Ctrl-C
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class StopRequests:
   """While active, SIGTERM and SIGINT set `.signal` instead of killing the process.
 
   The loop polls `.signal` between compiled calls. A second SIGINT exits at once, for a user
-  who does not want to wait. Outside the main thread (where Python allows no handlers) it
-  installs nothing and never requests a stop.
+  who does not want to wait. Python runs signal handlers only when the main thread returns
+  from C code (a compile, a wait for the device), so the signals are read from a wakeup pipe
+  by a thread of their own, which acts at once. Outside the main thread (where Python allows
+  no handlers) it installs nothing and never requests a stop.
   """
 
   def __init__(self):
     self.signal = None
     self._previous = {}
+    self._wakeup = None
 
   def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      for signum in (signal.SIGTERM, signal.SIGINT):
-        self._previous[signum] = signal.signal(signum, self._handle)
+    if threading.current_thread() is not threading.main_thread():
+      return self
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    for signum in SIGNALS:
+      self._previous[signum] = signal.signal(signum, lambda *_: None)  # the thread acts
+    self._wakeup = (signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False), write_fd)
+    threading.Thread(target=self._watch, args=(read_fd,), daemon=True).start()
     return self
 
   def __exit__(self, *exc):
     for signum, handler in self._previous.items():
       signal.signal(signum, handler)
     self._previous.clear()
+    if self._wakeup:
+      previous_fd, write_fd = self._wakeup
+      signal.set_wakeup_fd(previous_fd)
+      os.close(write_fd)  # the watcher reads end-of-file and ends
+      self._wakeup = None
 
-  def _handle(self, signum, frame):
-    del frame
+  def _watch(self, read_fd: int) -> None:
+    with os.fdopen(read_fd, 'rb', buffering=0) as pipe:
+      while data := pipe.read(1):
+        if data[0] in SIGNALS:
+          self._handle(data[0])
+
+  def _handle(self, signum: int) -> None:
     name = signal.Signals(signum).name
     if self.signal and signum == signal.SIGINT:
       print(f'\n{name} again: exiting now without saving', file=sys.stderr, flush=True)

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import shutil
 import statistics
 import sys
 import time
@@ -40,19 +41,25 @@ def train_and_evaluate(config, workdir) -> dict:
     What it writes to metrics.json; with 'preempted' if a SIGTERM/SIGINT stopped it.
   """
   configs.validated(config)  # a bad value must not leave an empty workdir behind
+  created = not pathlib.Path(workdir).exists()
   workdir = _prepare_workdir(workdir)
-  with preemption.StopRequests() as stop:
-    exp = experiment.setup(config)
-    ckpts = checkpoint.Checkpoints(
-      workdir / 'checkpoints', exp.config.checkpoint.max_to_keep, exp.config.checkpoint.async_save
-    )
-    try:
-      state, run, start_note = _start(exp, ckpts)  # before compiling: a misfit fails fast
-      experiment.compile_training(exp)
-      _print_header(exp, start_note)
-      return _train(exp, ckpts, state, run, workdir, stop)
-    finally:
-      ckpts.close()  # waits for the saves in flight
+  try:
+    with preemption.StopRequests() as stop:
+      exp = experiment.setup(config)
+      ckpts = checkpoint.Checkpoints(
+        workdir / 'checkpoints', config.checkpoint.max_to_keep, config.checkpoint.async_save
+      )
+      try:
+        state, run, start_note = _start(exp, ckpts)  # before compiling: a misfit fails fast
+        experiment.compile_training(exp)
+        _print_header(exp, start_note)
+        return _train(exp, ckpts, state, run, workdir, stop)
+      finally:
+        ckpts.close()  # waits for the saves in flight
+  except UserError:
+    if created and not any(p.name.isdigit() for p in workdir.glob('checkpoints/*')):
+      shutil.rmtree(workdir, ignore_errors=True)  # nothing worth keeping: leave no trace
+    raise
 
 
 def _start(exp: experiment.Experiment, ckpts: checkpoint.Checkpoints):

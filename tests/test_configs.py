@@ -42,6 +42,12 @@ def test_two_layer_mlp_is_the_keras_example():
     ('model.dropout', -0.1, 'config.model.dropout=-0.1 must be in [0, 1)'),
     ('model.hidden_sizes', (512, 0), 'config.model.hidden_sizes=(512, 0) must be > 0'),
     ('optimizer.learning_rate', 0.0, 'config.optimizer.learning_rate=0.0 must be a positive'),
+    ('optimizer.learning_rate', float('inf'), 'learning_rate=inf must be a positive finite num'),
+    ('on_nonfinite', 'ignore', "unknown on_nonfinite 'ignore'; choose one of stop, skip_step"),
+    ('checkpoint.every_steps', -5, 'config.checkpoint.every_steps=-5 must be a non-negative'),
+    ('checkpoint.max_to_keep', 0, 'config.checkpoint.max_to_keep=0 must be a positive integer'),
+    ('init_from', '/no/such/run', "config.init_from='/no/such/run' does not exist; give a"),
+    ('augment', {'blur': {}}, "unknown augmentation 'blur'; choose one of clahe, flip_left_"),
   ],
 )
 def test_bad_values_raise_one_line(key, value, message):
