@@ -25,14 +25,16 @@ ARRAY_ITEMS = ('params', 'model_state', 'opt_state')  # TrainState fields saved 
 UNREADABLE_DIR = 'checkpoints_unreadable'  # beside checkpoints/: where broken ones are moved
 
 
-class _QuietMidEpochSaves(logging.Filter):
-  """Orbax warns on every save without metrics; mid-epoch saves have none by design."""
+class _QuietExpectedWarnings(logging.Filter):
+  """Orbax warns on what dnn_jax does by design: saves without metrics, read-only managers."""
+
+  EXPECTED = ('did not provide metrics', 'Given directory is read only')
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return 'did not provide metrics' not in record.getMessage()
+    return not any(text in record.getMessage() for text in self.EXPECTED)
 
 
-logging.getLogger('absl').addFilter(_QuietMidEpochSaves())
+logging.getLogger('absl').addFilter(_QuietExpectedWarnings())
 
 
 def _rank(metrics) -> tuple:
@@ -58,6 +60,8 @@ class Checkpoints:
       enable_async_checkpointing=async_save,
       cleanup_tmp_directories=not read_only,  # what a kill during a save left behind
       read_only=read_only,  # another run's checkpoints (init_from, evaluate): touch nothing
+      create=not read_only,
+      save_interval_steps=0 if read_only else 1,
       best_fn=_rank,
       best_mode='max',
     )

@@ -1,6 +1,7 @@
 """dnn_jax.train: end to end on real MNIST; metrics.json; determinism; chunking; errors."""
 
 import json
+import math
 
 import pytest
 
@@ -92,3 +93,14 @@ def test_unwritable_workdir_is_a_clear_error(base_config, tmp_path):
   (tmp_path / 'a_file').write_text('')
   with pytest.raises(UserError, match='workdir .*a_file/run is not writable'):
     train.train_and_evaluate(small_config(base_config), tmp_path / 'a_file' / 'run')
+
+
+def test_skip_step_leaves_out_non_finite_steps_and_reports_them(base_config, tmp_path, capsys):
+  config = small_config(base_config, num_epochs=1, on_nonfinite='skip_step')
+  config.optimizer.learning_rate = 1e38  # every update overflows to inf
+  result = train.train_and_evaluate(config, tmp_path)
+  record = result['history'][0]
+  assert record['nonfinite_steps'] > 0
+  assert math.isfinite(record['val_loss'])  # the params were never replaced by inf
+  err = capsys.readouterr().err
+  assert f'warning: skipped {record["nonfinite_steps"]} step(s) with a non-finite loss' in err
