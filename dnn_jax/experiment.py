@@ -145,9 +145,13 @@ def compile_evaluators(exp: Experiment) -> None:
 
 def compile_training(exp: Experiment) -> None:
   """Compiles the training calls of an epoch ahead of time: compile time is reported apart."""
-  exp.train_chunk = parallel.shard_train_chunk(
-    steps.make_train_chunk(exp.graphdef, exp.tx, _augmenter(exp.config.augment)), exp.mesh
+  train_chunk = steps.make_train_chunk(
+    exp.graphdef,
+    exp.tx,
+    _augmenter(exp.config.augment),
+    skip_nonfinite=exp.config.on_nonfinite == 'skip_step',
   )
+  exp.train_chunk = parallel.shard_train_chunk(train_chunk, exp.mesh)
   for a, b in exp.chunks:
     exp.compiled_chunk(b - a)
   compile_evaluators(exp)

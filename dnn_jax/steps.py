@@ -84,21 +84,26 @@ def _add(a, b):
   return jax.tree.map(jnp.add, a, b)
 
 
-def _all_finite(tree) -> jax.Array:
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+def all_finite(tree) -> jax.Array:
+  """True if no array of tree holds a NaN or Inf."""
+  leaves = jax.tree.leaves(tree)
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else True
 
 
-def make_train_chunk(graphdef, tx: optax.GradientTransformation, augment=None):
+def make_train_chunk(
+  graphdef, tx: optax.GradientTransformation, augment=None, skip_nonfinite: bool = False
+):
   """Per-device fn(state, images_N, labels_N, order_SxB, epoch_key) -> (state, metric sums).
 
   Runs S optimizer steps in one lax.scan. The gradient is that of the global batch's mean
   loss: each device differentiates sum(local losses) / global count, then grads are summed.
   augment(keys_B, images_BxHxWxC) -> images, on the 0..255 scale, runs inside the step.
 
-  A step whose loss or new params are not finite changes nothing (params, optimizer and
-  BatchNorm state stay as they were) and is left out of the metric sums; the sums count such
-  steps in 'nonfinite' and give the first one's step number (1-based) in 'first_nonfinite' (-1:
-  none).
+  The sums count the steps whose loss is not finite in 'nonfinite' and give the first one's
+  step number (1-based) in 'first_nonfinite' (-1: none); those steps are left out of the metric
+  sums. With skip_nonfinite, such a step, or one whose new params are not finite, changes
+  nothing: params, optimizer and BatchNorm state stay as they were. That costs a pass over
+  the params per step, so without it (the caller stops at the first bad loss) none is made.
   """
 
   def train_step(carry, idx_B, images_N, labels_N, epoch_key):
@@ -128,14 +133,13 @@ def make_train_chunk(graphdef, tx: optax.GradientTransformation, augment=None):
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     # Every device reaches the same verdict: loss and params are identical across the mesh.
-    finite = jnp.isfinite(loss) & _all_finite(params)
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-    state = TrainState(
-      state.step + 1,
-      keep(params, state.params),
-      keep(model_state, state.model_state),
-      keep(opt_state, state.opt_state),
-    )
+    finite = jnp.isfinite(loss)
+    if skip_nonfinite:
+      finite &= all_finite(params)
+      keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+      params, model_state = keep(params, state.params), keep(model_state, state.model_state)
+      opt_state = keep(opt_state, state.opt_state)
+    state = TrainState(state.step + 1, params, model_state, opt_state)
     batch_sums = jax.tree.map(lambda x: jnp.where(finite, x, 0.0), batch_sums)
     first = jnp.where((sums['first_nonfinite'] < 0) & ~finite, state.step, sums['first_nonfinite'])
     sums = {
@@ -181,6 +185,12 @@ def make_evaluate(graphdef, augment=None):
     return jax.lax.psum(sums, DATA_AXIS)
 
   return evaluate
+
+
+@jax.jit
+def state_is_finite(state: TrainState) -> jax.Array:
+  """True if params, BatchNorm statistics and optimizer state hold no NaN or Inf."""
+  return all_finite((state.params, state.model_state, state.opt_state))
 
 
 def means(sums) -> dict:

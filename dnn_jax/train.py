@@ -136,7 +136,7 @@ def _train(exp, ckpts, state, run: Progress, workdir: pathlib.Path, stop) -> dic
       if not stopped:
         state, stopped, bar = _train_epoch(exp, ckpts, state, run, stop)
       if stopped:
-        ckpts.save(state, _meta(exp, run))  # a no-op when this step is saved already
+        _save(exp, ckpts, state, run)  # a no-op when this step is saved already
         ckpts.wait()
         print(f'preempted at step {run.step}; run the same command to resume', flush=True)
         result['preempted'] = {'step': run.step, 'signal': stop.signal}
@@ -186,7 +186,7 @@ def _train_epoch(exp, ckpts, state, run: Progress, stop):
       _absorb(exp, run, *pending, bar)
       pending = None
       run.epoch_seconds = seconds_before + time.perf_counter() - began
-      ckpts.save(state, _meta(exp, run))
+      _save(exp, ckpts, state, run)
   if pending:
     _absorb(exp, run, *pending, bar)
   run.epoch_seconds = seconds_before + time.perf_counter() - began
@@ -234,10 +234,22 @@ def _end_epoch(exp, ckpts, state, run: Progress, bar) -> None:
   run.history.append(record)
   run.train_seconds.append(run.epoch_seconds)
   run.epoch_sums, run.epoch_seconds = None, 0.0
-  ckpts.save(state, _meta(exp, run), metrics={'val_accuracy': val['accuracy']})
+  _save(exp, ckpts, state, run, metrics={'val_accuracy': val['accuracy']})
   bar.end(
     record['seconds'], {k: record[k] for k in ('loss', 'accuracy', 'val_loss', 'val_accuracy')}
   )
+
+
+def _save(exp, ckpts, state, run: Progress, metrics=None) -> None:
+  """Checkpoints state unless it holds NaN/Inf: a checkpoint is always a good one."""
+  # Without skip_step the steps do not check params (a pass per step); check them here.
+  if not bool(steps.state_is_finite(state)):
+    epoch = (run.step - 1) // exp.steps_per_epoch + 1
+    raise NonFiniteError(
+      f'non-finite params at step {run.step} (epoch {epoch}); lower the learning rate, or '
+      f'set --config.on_nonfinite=skip_step to skip such steps'
+    )
+  ckpts.save(state, _meta(exp, run), metrics)
 
 
 def _summarize(result: dict, run: Progress, exp) -> None:

@@ -90,13 +90,27 @@ def test_evaluate_equals_numpy_on_a_padded_split():
   np.testing.assert_allclose(means['accuracy'], expected_accuracy)
 
 
-def test_a_non_finite_step_changes_nothing_and_is_reported():
+def poisoned_setup(skip_nonfinite):
   graphdef, _, state, images, labels = tiny_setup()
   tx = optax.adam(0.1)  # with a step count in its state, which must not advance either
   state = state.replace(opt_state=tx.init(state.params))
   images = np.asarray(images, np.float32)
   images[5, 0, 0, 0] = np.nan  # example 5 poisons the loss of the batch that holds it
-  train = parallel.shard_train_chunk(steps.make_train_chunk(graphdef, tx), parallel.make_mesh(1))
+  chunk = steps.make_train_chunk(graphdef, tx, skip_nonfinite=skip_nonfinite)
+  return state, images, labels, parallel.shard_train_chunk(chunk, parallel.make_mesh(1))
+
+
+def test_a_non_finite_loss_is_reported_with_its_step():
+  state, images, labels, train = poisoned_setup(skip_nonfinite=False)
+  order = jnp.asarray([[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]], jnp.int32)
+  _, sums = train(state, images, labels, order, jax.random.key(1))
+  assert int(sums['first_nonfinite']) == 2  # the 1-based step of the poisoned batch
+  assert int(sums['nonfinite']) >= 1  # later steps may follow on NaN params: no pass checks
+  assert sums['count'] == 3 * (4 - int(sums['nonfinite']))  # bad steps are left out
+
+
+def test_with_skip_a_non_finite_step_changes_nothing():
+  state, images, labels, train = poisoned_setup(skip_nonfinite=True)
   fresh = lambda: jax.tree.map(jnp.copy, state)  # each call donates (consumes) its state
   run = lambda order: train(
     fresh(), images, labels, jnp.asarray(order, jnp.int32), jax.random.key(1)

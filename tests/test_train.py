@@ -3,10 +3,12 @@
 import json
 import math
 
+import jax
+import numpy as np
 import pytest
 
-from dnn_jax import train
-from dnn_jax.errors import ConfigError, UserError
+from dnn_jax import checkpoint, experiment, train
+from dnn_jax.errors import ConfigError, NonFiniteError, UserError
 
 HISTORY_KEYS = {'epoch', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'seconds'}
 
@@ -97,10 +99,23 @@ def test_unwritable_workdir_is_a_clear_error(base_config, tmp_path):
 
 def test_skip_step_leaves_out_non_finite_steps_and_reports_them(base_config, tmp_path, capsys):
   config = small_config(base_config, num_epochs=1, on_nonfinite='skip_step')
-  config.optimizer.learning_rate = 1e38  # every update overflows to inf
+  config.optimizer.learning_rate = 1e38  # params near float32's limit: the next loss is inf
   result = train.train_and_evaluate(config, tmp_path)
   record = result['history'][0]
-  assert record['nonfinite_steps'] > 0
-  assert math.isfinite(record['val_loss'])  # the params were never replaced by inf
+  assert 0 < record['nonfinite_steps'] < 24  # 24 steps per epoch; the first one is finite
+  assert math.isfinite(record['loss'])  # skipped steps are left out of the epoch's metrics
+  assert (tmp_path / 'checkpoints' / '24').is_dir()  # params stayed finite: it was saved
   err = capsys.readouterr().err
   assert f'warning: skipped {record["nonfinite_steps"]} step(s) with a non-finite loss' in err
+
+
+def test_a_state_with_inf_params_is_never_checkpointed(base_config, tmp_path):
+  exp = experiment.setup(small_config(base_config))
+  state = exp.state.replace(params=jax.tree.map(lambda x: x.at[0].set(np.inf), exp.state.params))
+  ckpts = checkpoint.Checkpoints(tmp_path)
+  run = train.Progress(step=30)
+  with pytest.raises(NonFiniteError, match=r'^non-finite params at step 30 \(epoch 2\); lower'):
+    train._save(exp, ckpts, state, run)
+  train._save(exp, ckpts, exp.state, run)  # the finite one is saved
+  ckpts.close()
+  assert ckpts.all_steps() == [30]
