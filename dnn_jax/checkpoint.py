@@ -115,8 +115,9 @@ class Checkpoints:
     """
     path = self.directory / str(step)
     saved = self.manager.item_metadata(step)
+    optimizer = self.read_meta(step).get('config', {}).get('optimizer', {}).get('name')
     for item in items:
-      check_fits(saved.get(item) or {}, getattr(target, item), item, path)
+      check_fits(saved.get(item) or {}, getattr(target, item), item, path, optimizer)
     items = [k for k in items if jax.tree.leaves(getattr(target, k))]
     args = {k: ocp.args.StandardRestore(_abstract(getattr(target, k))) for k in items}
     restored = self.manager.restore(
@@ -180,14 +181,19 @@ def _name(path) -> str:
   return '.'.join(parts)
 
 
-def check_fits(saved_metadata, target, item: str, path) -> None:
-  """Raises CheckpointError naming the first array whose shape differs or is missing."""
+def check_fits(saved_metadata, target, item: str, path, optimizer: str | None = None) -> None:
+  """Raises CheckpointError naming the first array whose shape differs or is missing.
+
+  optimizer: the name of the optimizer the checkpoint was saved with, for the message.
+  """
   saved = {
     _name(p): tuple(m.shape) for p, m in jax.tree_util.tree_flatten_with_path(saved_metadata)[0]
   }
   wanted = {_name(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(target)[0]}
   fix = 'use the config it was saved with, or another --workdir'
-  what = 'the optimizer (its state)' if item == 'opt_state' else 'this model'
+  what = 'this model'
+  if item == 'opt_state':
+    what = f'this optimizer (it was saved with {optimizer!r})' if optimizer else 'this optimizer'
   for name, shape in wanted.items():
     if name not in saved:
       raise CheckpointError(

@@ -86,8 +86,10 @@ def _start(exp: experiment.Experiment, ckpts: checkpoint.Checkpoints):
       source, step = checkpoint.open_source(config.init_from)
     except CheckpointError as e:
       raise CheckpointError(f'config.init_from: {e}') from None
-    items = ('params', 'model_state')
-    state, _ = source.restore(step, exp.state, items)
+    try:
+      state, _ = source.restore(step, exp.state, items=('params', 'model_state'))
+    except CheckpointError as e:
+      raise CheckpointError(f'config.init_from: {e}') from None
     path = source.directory / str(step)
     return state, Progress(), f'Initialized weights from {path}; the optimizer starts afresh'
   return exp.state, Progress(), None
