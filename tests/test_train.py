@@ -119,3 +119,11 @@ def test_a_state_with_inf_params_is_never_checkpointed(base_config, tmp_path):
   train._save(exp, ckpts, exp.state, run)  # the finite one is saved
   ckpts.close()
   assert ckpts.all_steps() == [30]
+
+
+def test_a_resumed_epoch_starts_mid_call_and_keeps_the_call_boundaries(base_config):
+  exp = experiment.setup(small_config(base_config, steps_per_call=10))  # 24 steps per epoch
+  assert exp.chunks == [(0, 10), (10, 20), (20, 24)]
+  assert exp.chunks_from(0) == exp.chunks
+  assert exp.chunks_from(13) == [(13, 20), (20, 24)]
+  assert exp.chunks_from(20) == [(20, 24)]
