@@ -2,11 +2,13 @@
 
 import dataclasses
 import functools
+import pathlib
 import time
 from typing import Any
 
 import jax
 import optax
+from jax.experimental.compilation_cache import compilation_cache
 
 from dnn_jax import configs, models, optim, parallel, progress, steps, summary
 from dnn_jax.data import augment
@@ -61,9 +63,31 @@ class Experiment:
     return self.train_chunks[length]
 
 
+def use_compilation_cache(directory: str) -> None:
+  """Keeps every compiled program in directory, so a later run of the same shapes skips XLA.
+
+  Trusted like code: whoever can write the directory can make this process run anything.
+  """
+  path = str(pathlib.Path(directory).absolute())
+  if jax.config.jax_compilation_cache_dir == path:
+    return
+  try:
+    pathlib.Path(path).mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise ConfigError(
+      f'config.compilation_cache_dir={directory!r} cannot be created ({e.strerror}); pick '
+      f"another directory, or '' for none"
+    ) from e
+  jax.config.update('jax_compilation_cache_dir', path)
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)  # small programs too
+  compilation_cache.reset_cache()  # this process may have looked for a cache already
+
+
 def setup(config) -> Experiment:
   """Validates config, loads the data onto the mesh and builds the model; compiles nothing."""
   config = configs.validated(config)
+  if config.compilation_cache_dir:
+    use_compilation_cache(config.compilation_cache_dir)
   mesh = parallel.make_mesh(config.num_devices)
   parallel.check_divisible(config.batch_size, mesh)
   splits = data_splits.load(config.data)

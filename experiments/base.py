@@ -48,6 +48,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Optimizer steps per compiled call; 0 = a whole epoch (a tenth of one while a bar is shown).
   config.steps_per_call = 0
   config.num_devices = 0  # 0 = every visible device
+  # Persistent XLA compilation cache: a later run of the same shapes loads its compiled
+  # programs instead of compiling them ('' = none). Only point it at a directory you trust.
+  config.compilation_cache_dir = ''
   config.progress = 'auto'  # auto (a bar on a terminal), bar or lines
 
   # Checkpoints in <workdir>/checkpoints: one at every epoch's end, and, if every_steps > 0, at

@@ -77,3 +77,22 @@ def test_bad_config_is_one_line_without_traceback(tmp_path, override, message):
   assert len(errors) == 1 and message in errors[0], result.stderr
   assert 'Traceback' not in result.stderr
   assert not workdir.exists()  # nothing half-written
+
+
+def test_a_second_run_takes_every_program_from_the_compilation_cache(tmp_path):
+  cache = tmp_path / 'xla_cache'
+  runs = []
+  for name in ('first', 'second'):
+    result = run_python(
+      '-m', 'dnn_jax.main', '--config', 'experiments/mnist_mlp.py',
+      '--workdir', str(tmp_path / name), '--config.num_epochs=1',
+      '--config.data.train_split=train[:512]', f'--config.compilation_cache_dir={cache}',
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    runs.append(sorted(p.name for p in cache.iterdir()))
+  assert runs[0]  # the first run filled the cache ...
+  assert runs[1] == runs[0]  # ... and the second compiled nothing new
+  first, second = (
+    json.loads((tmp_path / n / 'metrics.json').read_text()) for n in ('first', 'second')
+  )
+  assert first['test'] == second['test']
