@@ -12,6 +12,7 @@ from dnn_jax.errors import ConfigError
 LOSSES = ('softmax_cross_entropy',)
 PROGRESS = ('auto', 'bar', 'lines')
 ON_NONFINITE = ('stop', 'skip_step')
+PARALLEL = ('sharded', 'pmap')
 
 
 def _choice(value, choices, key):
@@ -39,6 +40,7 @@ def validated(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _choice(config.loss, LOSSES, 'loss')
   _choice(config.progress, PROGRESS, 'progress')
   _choice(config.on_nonfinite, ON_NONFINITE, 'on_nonfinite')
+  _choice(config.parallel, PARALLEL, 'parallel')
   _positive(config, 'optimizer.learning_rate', kind=(int, float))
   for key in ('batch_size', 'eval_batch_size', 'num_epochs'):
     _positive(config, key)

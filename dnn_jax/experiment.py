@@ -155,9 +155,8 @@ def _chunks(config, steps_per_epoch: int) -> list:
 def compile_evaluators(exp: Experiment) -> None:
   """Compiles evaluation ahead of time; equal-sized splits share one executable."""
   start = time.perf_counter()
-  evaluate = parallel.shard_evaluate(
-    steps.make_evaluate(exp.graphdef, _augmenter(exp.config.eval_augment)), exp.mesh
-  )
+  wrap = parallel.pmap_evaluate if exp.config.parallel == 'pmap' else parallel.shard_evaluate
+  evaluate = wrap(steps.make_evaluate(exp.graphdef, _augmenter(exp.config.eval_augment)), exp.mesh)
   by_shape = {}
   for name, order in exp.eval_orders.items():
     shapes = (exp.arrays[name][0].shape, order.shape)
@@ -175,7 +174,8 @@ def compile_training(exp: Experiment) -> None:
     _augmenter(exp.config.augment),
     skip_nonfinite=exp.config.on_nonfinite == 'skip_step',
   )
-  exp.train_chunk = parallel.shard_train_chunk(train_chunk, exp.mesh)
+  wrap = parallel.pmap_train_chunk if exp.config.parallel == 'pmap' else parallel.shard_train_chunk
+  exp.train_chunk = wrap(train_chunk, exp.mesh)
   for a, b in exp.chunks:
     exp.compiled_chunk(b - a)
   compile_evaluators(exp)

@@ -67,3 +67,35 @@ def shard_evaluate(evaluate, mesh: Mesh):
   return jax.jit(
     data_parallel(evaluate, mesh, in_specs=(P(), P(), P(), P(None, DATA_AXIS)), out_specs=P())
   )
+
+
+def _pmapped(per_device_fn, mesh: Mesh, num_args: int, out_axes, donate_argnums=()):
+  """jit of jax.pmap over the mesh's devices; argument 3 (an order [steps, batch]) is split
+  along its batch axis and the rest are replicated, as in the shard_map versions."""
+  count = mesh.size
+  in_axes = tuple(1 if i == 3 else None for i in range(num_args))
+  mapped = jax.pmap(
+    per_device_fn,
+    axis_name=DATA_AXIS,
+    in_axes=in_axes,
+    out_axes=out_axes,
+    devices=list(mesh.devices.flat),
+  )
+
+  def call(*args):
+    steps, batch = args[3].shape
+    # Device d takes batch columns [d * batch/count, (d + 1) * batch/count), as with shard_map.
+    order = args[3].reshape(steps, count, batch // count)
+    return mapped(*args[:3], order, *args[4:])
+
+  return jax.jit(call, donate_argnums=donate_argnums)
+
+
+def pmap_train_chunk(train_chunk, mesh: Mesh):
+  """The design card's pmapped step: pmap of steps.make_train_chunk's fn, state donated."""
+  return _pmapped(train_chunk, mesh, num_args=5, out_axes=(None, None), donate_argnums=0)
+
+
+def pmap_evaluate(evaluate, mesh: Mesh):
+  """pmap of steps.make_evaluate's fn, with the same arguments as shard_evaluate's."""
+  return _pmapped(evaluate, mesh, num_args=4, out_axes=None)

@@ -48,6 +48,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Optimizer steps per compiled call; 0 = a whole epoch (a tenth of one while a bar is shown).
   config.steps_per_call = 0
   config.num_devices = 0  # 0 = every visible device
+  # Data parallelism: 'sharded' (jit of shard_map over the mesh) or 'pmap' (jax.pmap, the
+  # design card's pmapped step; today's jax runs it as jit(shard_map) too). Same results.
+  config.parallel = 'sharded'
   # Persistent XLA compilation cache: a later run of the same shapes loads its compiled
   # programs instead of compiling them ('' = none). Only point it at a directory you trust.
   config.compilation_cache_dir = ''

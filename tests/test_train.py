@@ -127,3 +127,12 @@ def test_a_resumed_epoch_starts_mid_call_and_keeps_the_call_boundaries(base_conf
   assert exp.chunks_from(0) == exp.chunks
   assert exp.chunks_from(13) == [(13, 20), (20, 24)]
   assert exp.chunks_from(20) == [(20, 24)]
+
+
+def test_pmap_mode_trains_exactly_as_sharded(base_config, tmp_path):
+  sharded = train.train_and_evaluate(small_config(base_config, num_devices=4), tmp_path / 'a')
+  pmapped = train.train_and_evaluate(
+    small_config(base_config, num_devices=4, parallel='pmap'), tmp_path / 'b'
+  )
+  assert without_times(pmapped) == without_times(sharded)
+  assert pmapped['test'] == sharded['test']
