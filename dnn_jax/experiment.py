@@ -86,6 +86,7 @@ def use_compilation_cache(directory: str) -> None:
 def setup(config) -> Experiment:
   """Validates config, loads the data onto the mesh and builds the model; compiles nothing."""
   config = configs.validated(config)
+  parallel.initialize_distributed(config.distributed)
   if config.compilation_cache_dir:
     use_compilation_cache(config.compilation_cache_dir)
   mesh = parallel.make_mesh(config.num_devices)
@@ -107,15 +108,15 @@ def setup(config) -> Experiment:
   del model  # from here on the model lives as (graphdef, state) on the mesh
 
   replicated = parallel.replicated(mesh)
-  state = jax.device_put(state, replicated)
+  state = parallel.put(state, replicated)
   named = {'train': splits.train, 'validation': splits.validation}
   if not splits.validation_is_test:
     named['test'] = splits.test
-  arrays = {k: jax.device_put((v['image'], v['label']), replicated) for k, v in named.items()}
+  arrays = {k: parallel.put((v['image'], v['label']), replicated) for k, v in named.items()}
   order_sharding = parallel.batch_sharded(mesh, batch_axis=1)
   eval_batch = -(-config.eval_batch_size // mesh.size) * mesh.size  # padded: any size works
   eval_orders = {
-    k: jax.device_put(steps.batch_order(len(v['label']), eval_batch), order_sharding)
+    k: parallel.put(steps.batch_order(len(v['label']), eval_batch), order_sharding)
     for k, v in named.items()
     if k != 'train'
   }

@@ -1,12 +1,50 @@
 """Device mesh and data parallelism: batch sharded over the `data` axis, params replicated."""
 
+import os
+
 import jax
+import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from dnn_jax.errors import ConfigError
 
 DATA_AXIS = 'data'
+
+
+def initialize_distributed(distributed_config) -> None:
+  """jax.distributed.initialize for a multi-process run; nothing for a single process.
+
+  Takes config.distributed's values, or else JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
+  JAX_PROCESS_ID from the environment. Must run before JAX touches a device.
+  """
+  address = distributed_config.coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS')
+  if not address or jax.distributed.is_initialized():
+    return
+  count = distributed_config.num_processes or int(os.environ.get('JAX_NUM_PROCESSES', '0'))
+  index = distributed_config.process_id
+  index = index if index >= 0 else int(os.environ.get('JAX_PROCESS_ID', '-1'))
+  if not count >= 1 or not 0 <= index < count:
+    raise ConfigError(
+      f'a multi-process run at {address} needs config.distributed.num_processes >= 1 and '
+      f'0 <= process_id < num_processes (got {count} and {index}); set both, or '
+      f'JAX_NUM_PROCESSES and JAX_PROCESS_ID'
+    )
+  # CPU devices of different processes reduce over gloo (GPUs use NCCL whatever this says).
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.distributed.initialize(address, num_processes=count, process_id=index)
+
+
+def put(tree, sharding: NamedSharding):
+  """jax.device_put, also onto devices of other processes: each passes the same host data."""
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+
+  def put_leaf(x):
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+  return jax.tree.map(put_leaf, tree)
 
 
 def make_mesh(num_devices: int = 0) -> Mesh:

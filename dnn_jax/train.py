@@ -1,6 +1,8 @@
 """train_and_evaluate(config, workdir): start or resume, train, checkpoint, evaluate, log."""
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import pathlib
@@ -10,10 +12,9 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from dnn_jax import checkpoint, configs, experiment, preemption, progress, steps
+from dnn_jax import checkpoint, configs, experiment, parallel, preemption, progress, steps
 from dnn_jax.errors import CheckpointError, NonFiniteError, UserError
 
 METRIC_SUMS = ('loss', 'correct', 'count', 'nonfinite')
@@ -49,11 +50,14 @@ def train_and_evaluate(config, workdir) -> dict:
       ckpts = checkpoint.Checkpoints(
         workdir / 'checkpoints', config.checkpoint.max_to_keep, config.checkpoint.async_save
       )
+      # In a multi-process run, process 0 speaks and writes files for all.
+      quiet = jax.process_index() != 0
       try:
         state, run, start_note = _start(exp, ckpts)  # before compiling: a misfit fails fast
         experiment.compile_training(exp)
-        _print_header(exp, start_note)
-        return _train(exp, ckpts, state, run, workdir, stop)
+        with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+          _print_header(exp, start_note)
+          return _train(exp, ckpts, state, run, workdir, stop)
       finally:
         ckpts.close()  # waits for the saves in flight
   except UserError:
@@ -70,7 +74,7 @@ def _start(exp: experiment.Experiment, ckpts: checkpoint.Checkpoints):
     state, meta, step = found
     path = ckpts.directory / str(step)
     _check_same_run(meta, exp, path)
-    state = state.replace(step=jax.device_put(jnp.int32(step), exp.state.step.sharding))
+    state = state.replace(step=parallel.put(np.int32(step), exp.state.step.sharding))
     keys = {k: jax.random.wrap_key_data(np.array(v, np.uint32)) for k, v in meta['rng'].items()}
     exp.shuffle_key, exp.example_key = keys['shuffle'], keys['example']
     run = Progress(**{f.name: meta[f.name] for f in dataclasses.fields(Progress)})
@@ -292,7 +296,9 @@ def _prepare_workdir(workdir) -> pathlib.Path:
 
 
 def write_json(path: pathlib.Path, obj) -> None:
-  """Writes atomically, so a reader or a crash never sees half a file."""
+  """Writes atomically, so a reader or a crash never sees half a file; process 0 only."""
+  if jax.process_index() != 0:
+    return
   tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
   tmp.write_text(json.dumps(obj, indent=2) + '\n')
   os.replace(tmp, path)

@@ -51,6 +51,12 @@ def get_config() -> ml_collections.ConfigDict:
   # Data parallelism: 'sharded' (jit of shard_map over the mesh) or 'pmap' (jax.pmap, the
   # design card's pmapped step; today's jax runs it as jit(shard_map) too). Same results.
   config.parallel = 'sharded'
+  # Several processes (hosts): jax.distributed.initialize with these, or with the environment's
+  # JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID. '' = one process.
+  config.distributed = ml_collections.ConfigDict()
+  config.distributed.coordinator_address = ''  # host:port of process 0
+  config.distributed.num_processes = 0
+  config.distributed.process_id = -1
   # Persistent XLA compilation cache: a later run of the same shapes loads its compiled
   # programs instead of compiling them ('' = none). Only point it at a directory you trust.
   config.compilation_cache_dir = ''

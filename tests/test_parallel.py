@@ -77,3 +77,14 @@ def test_pmap_and_sharded_steps_are_the_same_computation(mnist):
     np.testing.assert_array_equal(a, b)  # bitwise: dropout masks, batches and sums agree
   assert sums_s == sums_p
   assert sums_p['count'] == 6 * 128 and sums_p['eval_count'] == 1000
+
+
+def test_a_multi_process_run_needs_its_count_and_index(monkeypatch):
+  for name in ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID'):
+    monkeypatch.delenv(name, raising=False)
+  config = mnist_mlp.get_config().distributed
+  parallel.initialize_distributed(config)  # no address: one process, nothing to do
+  config.coordinator_address = '127.0.0.1:1234'
+  config.num_processes = 2
+  with pytest.raises(ConfigError, match=r'needs .* 0 <= process_id < num_processes \(got 2 and -1'):
+    parallel.initialize_distributed(config)

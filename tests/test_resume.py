@@ -19,7 +19,7 @@ import orbax.checkpoint as ocp
 import pytest
 from conftest import REPO, run_python
 
-from dnn_jax import checkpoint, evaluate
+from dnn_jax import checkpoint, evaluate, parallel
 
 RUN = [
   '-m', 'dnn_jax.main', '--config', 'experiments/mnist_mlp.py',
@@ -73,7 +73,15 @@ def saving(workdir):
 def final_params(workdir):
   ckpts = checkpoint.Checkpoints(workdir / 'checkpoints', read_only=True)
   step = ckpts.latest_step()
-  restored = ckpts.manager.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore()))
+  # Onto this process's devices, whatever mesh or processes saved it.
+  sharding = parallel.replicated(parallel.make_mesh(0))
+  target = jax.tree.map(
+    lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+    ckpts.manager.item_metadata(step)['params'],
+  )
+  restored = ckpts.manager.restore(
+    step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))
+  )
   return step, [np.asarray(x) for x in jax.tree.leaves(restored['params'])]
 
 

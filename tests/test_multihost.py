@@ -1,0 +1,64 @@
+"""Two processes on localhost (gloo collectives), 2 CPU devices each == 1 process, 4 devices."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO
+from test_resume import final_params
+
+RUN = [
+  '-m', 'dnn_jax.main', '--config', 'experiments/mnist_mlp.py',
+  '--config.data.train_split=train[:1280]',
+  '--config.data.validation_split=test[:500]', '--config.data.test_split=test[:500]',
+  '--config.num_epochs=2', '--config.steps_per_call=5', '--config.progress=lines',
+]  # fmt: skip
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def start(workdir, devices, *flags):
+  env = {**os.environ, 'JAX_NUM_CPU_DEVICES': str(devices)}
+  command = [sys.executable, *RUN, '--workdir', str(workdir), *flags]
+  pipe = subprocess.PIPE
+  return subprocess.Popen(command, cwd=REPO, env=env, stdout=pipe, stderr=pipe, text=True)
+
+
+def test_two_processes_train_like_one_with_four_devices(tmp_path):
+  address = f'--config.distributed.coordinator_address=127.0.0.1:{free_port()}'
+  procs = [
+    start(tmp_path / 'two', 2, address, '--config.distributed.num_processes=2',
+          f'--config.distributed.process_id={i}')
+    for i in range(2)
+  ]  # fmt: skip
+  outs = [p.communicate(timeout=300) for p in procs]
+  for p, (_, err) in zip(procs, outs, strict=True):
+    assert p.returncode == 0, err
+  assert '4 cpu device(s)' in outs[0][0] and 'Test accuracy' in outs[0][0]
+  # Process 1 trains in step but leaves the talking to process 0 (gloo prints its own lines).
+  assert not any(line.startswith(('Epoch', 'Test')) for line in outs[1][0].splitlines())
+
+  one = start(tmp_path / 'one', 4, '--config.num_devices=4')
+  _, err = one.communicate(timeout=300)
+  assert one.returncode == 0, err
+
+  two_metrics, one_metrics = (
+    json.loads((tmp_path / name / 'metrics.json').read_text()) for name in ('two', 'one')
+  )
+  assert two_metrics['devices']['count'] == 4
+  for a, b in zip(two_metrics['history'], one_metrics['history'], strict=True):
+    for key in ('loss', 'accuracy', 'val_loss', 'val_accuracy'):
+      assert a[key] == pytest.approx(b[key], rel=1e-5)  # gloo may sum in another order
+  step_two, params_two = final_params(tmp_path / 'two')
+  step_one, params_one = final_params(tmp_path / 'one')
+  assert step_two == step_one == 20
+  for a, b in zip(params_two, params_one, strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
