@@ -92,7 +92,7 @@ def copy_weights_to_keras(ours, theirs):
 )
 def test_same_logits_as_keras_with_the_same_weights(experiment, input_shape):
   pytest.importorskip('keras')
-  import keras_models
+  from benchmarks import keras_models
 
   config = experiment.get_config()
   ours = models.create(config.model, input_shape=input_shape, num_classes=10, seed=0)
@@ -110,7 +110,7 @@ def test_same_logits_as_keras_with_the_same_weights(experiment, input_shape):
 @pytest.mark.parametrize('depth', [20, 110])
 def test_resnet_v2_param_counts_equal_keras(depth):
   pytest.importorskip('keras')
-  import keras_models
+  from benchmarks import keras_models
 
   config = cifar10_resnet110_aug.get_config()
   config.model.depth = depth

@@ -1,4 +1,4 @@
-"""The tutorial's models written in Keras 3, as references for parity tests."""
+"""The tutorial's models written in Keras 3: references for parity tests and benchmark peers."""
 
 import keras
 from keras import layers as kl
@@ -6,11 +6,11 @@ from keras import layers as kl
 from dnn_jax.models import cnn
 
 
-def mlp(hidden_sizes, input_shape=(28, 28, 1), num_classes=10):
-  """Flatten, Dense-relu-Dropout(0.2) per hidden size, Dense logits."""
+def mlp(hidden_sizes, input_shape=(28, 28, 1), num_classes=10, dropout=0.2):
+  """Flatten, Dense-relu-Dropout per hidden size, Dense logits."""
   stack = [keras.Input(input_shape), kl.Flatten()]
   for hidden in hidden_sizes:
-    stack += [kl.Dense(hidden, activation='relu'), kl.Dropout(0.2)]
+    stack += [kl.Dense(hidden, activation='relu'), kl.Dropout(dropout)]
   return keras.Sequential([*stack, kl.Dense(num_classes)])
 
 
@@ -76,3 +76,13 @@ def resnet_v2(depth, input_shape=(32, 32, 3), num_classes=10):
   x = kl.Flatten()(kl.AveragePooling2D(pool_size=8)(x))
   outputs = kl.Dense(num_classes, activation='softmax', kernel_initializer='he_normal')(x)
   return keras.Model(inputs, outputs)
+
+
+def from_config(model_config, input_shape, num_classes):
+  """The Keras twin of a dnn_jax model config (mlp, cnn or resnet_v2); outputs are logits
+  except resnet_v2's, which ends in softmax as keras-team's does."""
+  if model_config.name == 'mlp':
+    return mlp(model_config.hidden_sizes, input_shape, num_classes, model_config.dropout)
+  if model_config.name == 'cnn':
+    return cnn_from_tokens(model_config.layers, input_shape, num_classes)
+  return resnet_v2(model_config.depth, input_shape, num_classes)
