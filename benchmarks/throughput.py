@@ -16,17 +16,16 @@ its own oneDNN kernels) and the JAX backend, each in a process of its own
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
+from benchmarks.timing import median_seconds, time_train_call
 from dnn_jax import cli, experiment
 
 FLAGS = flags.FLAGS
@@ -35,17 +34,6 @@ flags.DEFINE_integer('repeats', 5, 'Timed calls per measurement (after one warm-
 flags.DEFINE_bool('peers', False, 'Also time the same model in Keras 3 (TensorFlow and JAX).')
 PEERS = (('tensorflow', True), ('tensorflow', False), ('jax', True))  # (backend, jit_compile)
 flags.mark_flags_as_required(['config'])
-
-
-def median_seconds(fn, repeats: int) -> float:
-  """Median wall time of fn() (which must block until its result is ready)."""
-  fn()  # warm-up
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def matmul_gflops(m: int, k: int, n: int, repeats: int) -> float:
@@ -71,20 +59,11 @@ def measure(config, config_file: str, repeats: int) -> dict:
   config.progress = 'lines'  # no bar: steps_per_call 0 then means one compiled call per epoch
   exp = experiment.build(config)
   first, end = exp.chunks[0]
-  train_chunk = exp.train_chunks[end - first]
-  order = exp.epoch_order(exp.shuffle_key, 0)[first:end]
-  state = exp.state
-
-  def one_call():
-    nonlocal state
-    state, sums = train_chunk(state, *exp.arrays['train'], order, exp.example_key)
-    jax.block_until_ready(sums)
-
-  call_seconds = median_seconds(one_call, repeats)
-  eval_seconds = median_seconds(lambda: experiment.evaluate(exp, state, 'validation'), repeats)
+  samples_per_sec = time_train_call(exp, repeats)
+  call_seconds = (end - first) * config.batch_size / samples_per_sec
+  eval_seconds = median_seconds(lambda: experiment.evaluate(exp, exp.state, 'validation'), repeats)
   num_eval = len(exp.splits.validation['label'])
   flops_per_sample = step_flops(exp) / config.batch_size
-  samples_per_sec = (end - first) * config.batch_size / call_seconds
   batch = config.batch_size // exp.mesh.size
   widest = max(config.model.get('hidden_sizes', (512,)))
   device = exp.mesh.devices.flat[0]

@@ -31,10 +31,10 @@ class PreactBottleneck(nnx.Module):
   def __call__(self, x, train: L.Train | None = None):
     relu = L.ACTIVATIONS['relu']
     y = relu(self.bn1(x, train)) if self.bn1 is not None else x
-    y = self.conv1(y)
-    y = self.conv2(relu(self.bn2(y, train)))
-    y = self.conv3(relu(self.bn3(y, train)))
-    return (self.shortcut(x) if self.shortcut is not None else x) + y
+    y = self.conv1(y, train)
+    y = self.conv2(relu(self.bn2(y, train)), train)
+    y = self.conv3(relu(self.bn3(y, train)), train)
+    return (self.shortcut(x, train) if self.shortcut is not None else x) + y
 
 
 class ResNetV2(L.Sequential):

@@ -1,0 +1,30 @@
+"""Timing shared by the benchmarks: medians of blocking calls after a warm-up."""
+
+import statistics
+import time
+
+import jax
+
+
+def median_seconds(fn, repeats: int) -> float:
+  """Median wall time of fn() (which must block until its result is ready)."""
+  fn()  # warm-up
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def time_train_call(exp, repeats: int) -> float:
+  """Training samples/s of the experiment's first compiled call: median of timed calls."""
+  first, end = exp.chunks[0]
+  train_chunk = exp.train_chunks[end - first]
+  order = exp.epoch_order(exp.shuffle_key, 0)[first:end]
+
+  def one_call():
+    exp.state, sums = train_chunk(exp.state, *exp.arrays['train'], order, exp.example_key)
+    jax.block_until_ready(sums)
+
+  return (end - first) * exp.config.batch_size / median_seconds(one_call, repeats)
