@@ -149,3 +149,24 @@ def test_cifar10_goes_through_the_same_code(base_config):
   assert loaded.train['image'].shape == (500, 32, 32, 3)
   assert loaded.train['image'].dtype == np.uint8
   assert loaded.class_names[:3] == ('airplane', 'automobile', 'bird')
+
+
+@pytest.mark.parametrize('name', ['mnist', 'cifar10'])
+def test_label_feature_from_json_equals_tfds(name):
+  import tensorflow_datasets as tfds
+
+  version = catalog.version(name)
+  search = [locate.writable_data_dir(), *locate.extra_data_dirs()]
+  found = locate.find_prepared(name, version, search)
+  if found is None:
+    pytest.skip(f'no prepared {name} (CI points $DNN_JAX_DATA_DIRS at ../shared/data/tfds)')
+  ours = splits.read_label_feature(name, version, found)
+  theirs = tfds.builder(f'{name}:{version}', data_dir=str(found)).info.features['label']
+  assert ours.num_classes == theirs.num_classes == 10
+  assert ours.names == tuple(theirs.names)
+
+
+def test_pinned_versions_are_the_tfds_builders():
+  assert set(catalog.VERSIONS) == set(catalog.DATASETS)
+  for name, version in catalog.VERSIONS.items():
+    assert str(catalog.builder_class(name).VERSION) == version

@@ -1,6 +1,8 @@
 """Locate (or prepare) a dataset and load its splits as uint8 arrays."""
 
 import dataclasses
+import json
+import pathlib
 
 from dnn_jax.data import catalog, locate, prepare, read
 from dnn_jax.errors import ConfigError, DataError
@@ -66,9 +68,26 @@ def load(data_config) -> Splits:
   )
 
 
-def read_label_feature(name: str, version: str, data_dir):
-  """The tfds ClassLabel feature (class count and names) from the prepared dataset info."""
-  import tensorflow_datasets as tfds
+@dataclasses.dataclass(frozen=True)
+class LabelFeature:
+  """What tfds's ClassLabel says of a prepared dataset: the class count and names."""
 
-  info = tfds.builder(f'{name}:{version}', data_dir=str(data_dir)).info
-  return info.features['label']
+  num_classes: int
+  names: tuple
+
+
+def read_label_feature(name: str, version: str, data_dir) -> LabelFeature:
+  """The label feature from the prepared dataset's features.json (and label.labels.txt).
+
+  Read as plain JSON, so a dataset whose arrays are cached loads without tensorflow_datasets.
+  """
+  path = locate.prepared_dir(pathlib.Path(data_dir), name, version)
+  features = json.loads((path / 'features.json').read_text())
+  label = features['featuresDict']['features']['label']['classLabel']
+  num_classes = int(label['numClasses'])
+  names_file = path / 'label.labels.txt'
+  if names_file.is_file():
+    names = tuple(names_file.read_text().split())
+  else:  # tfds names classes by their index when the builder gives no names
+    names = tuple(str(i) for i in range(num_classes))
+  return LabelFeature(num_classes, names)

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Benchmarks for a GPU machine (the `device` tool); they run on any CPU too.
+#
+#   bash benchmarks/gpu.sh --prepare   # here: fill .gpu_carry/ (wheels and MNIST), ~40 MB
+#   bash benchmarks/gpu.sh             # there: install what is missing, benchmark, one table
+#
+# Carry .gpu_carry (git ignores it) with the device tool's `carry`. The GPU image has jax,
+# flax, optax, orbax, chex and numpy, but not ml-collections, dm-pix or tensorflow-datasets:
+# the wheels cover the first two, and .gpu_carry/tfds holds the prepared MNIST with its
+# decoded arrays, which dnn_jax reads without tensorflow-datasets. (CIFAR-10 is too big to
+# carry in one call.) It runs benchmarks.throughput on the MNIST experiments and the full
+# 10-epoch MNIST MLP, then prints one table. QUICK=1 shrinks everything, for a smoke test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CARRY=.gpu_carry
+PY=${PYTHON:-python3}
+OUT=${OUT:-${TMPDIR:-/tmp}/dnn_jax_gpu}
+
+if [ "${1:-}" = --prepare ]; then
+  rm -rf "$CARRY" && mkdir -p "$CARRY/wheels" "$CARRY/tfds"
+  $PY -m pip download --quiet --no-deps --dest "$CARRY/wheels" ml-collections dm-pix
+  for version in 3.10 3.11 3.12 3.13; do  # PyYAML (for ml-collections) is built per Python
+    $PY -m pip download --quiet --no-deps --only-binary=:all: --dest "$CARRY/wheels" \
+      --platform manylinux2014_x86_64 --python-version "$version" pyyaml
+  done
+  $PY - <<'PYTHON'
+import pathlib
+import shutil
+
+import numpy as np
+
+from dnn_jax.data import locate, splits
+from experiments import mnist_mlp
+
+config = mnist_mlp.get_config().data
+splits.load(config)  # prepares MNIST and caches its decoded arrays if not done yet
+data_dir, _ = splits.ensure_prepared(config)
+dst = pathlib.Path('.gpu_carry/tfds')
+shutil.copytree(data_dir / 'mnist', dst / 'mnist')
+cache = locate.writable_data_dir(config.data_dir) / 'dnn_jax_arrays' / 'mnist'
+for npz in cache.rglob('*.npz'):
+  if npz.stem in ('train', 'test'):
+    target = dst / 'dnn_jax_arrays' / npz.relative_to(cache.parent)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with np.load(npz) as arrays:  # compressed: np.load reads both forms
+      np.savez_compressed(target, **arrays)
+PYTHON
+  du -sh "$CARRY"
+  exit 0
+fi
+
+missing=$($PY -c "import importlib.util as u
+print(' '.join(m for m in ('ml_collections', 'dm_pix', 'yaml') if u.find_spec(m) is None))")
+if [ -n "$missing" ]; then
+  echo "installing from $CARRY/wheels: $missing"
+  $PY -m pip install --quiet --no-index --find-links "$CARRY/wheels" ml-collections dm-pix pyyaml
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if [ -d "$CARRY/tfds/mnist" ]; then
+  export DNN_JAX_DATA_DIR="$PWD/$CARRY/tfds"
+  $PY - <<'PYTHON'
+# The cached arrays name the directory they were decoded from: point them at this one.
+import os, pathlib
+import numpy as np
+root = pathlib.Path(os.environ['DNN_JAX_DATA_DIR'])
+for npz in (root / 'dnn_jax_arrays').rglob('*.npz'):
+  with np.load(npz) as cached:
+    arrays = {k: cached[k] for k in cached.files}
+  arrays['source'] = np.array(str(root.resolve()))
+  np.savez_compressed(npz, **arrays)
+PYTHON
+fi
+
+mkdir -p "$OUT"
+data=() calls=() epochs=10 repeats=5
+if [ "${QUICK:-0}" = 1 ]; then
+  data=(--config.data.train_split='train[:1024]' --config.data.validation_split='test[:500]'
+        --config.data.test_split='test[:500]')
+  calls=(--config.steps_per_call=2) epochs=1 repeats=1
+fi
+for experiment in mnist_mlp mnist_cnn mnist_cnn_deep; do
+  $PY -m benchmarks.throughput --config "experiments/$experiment.py" --config.num_devices=1 \
+    --repeats="$repeats" "${data[@]}" "${calls[@]}" | grep '^{' > "$OUT/$experiment.json"
+done
+rm -rf "$OUT/mnist_mlp_run"
+$PY -m dnn_jax.main --config experiments/mnist_mlp.py --workdir "$OUT/mnist_mlp_run" \
+  --config.num_devices=1 --config.num_epochs="$epochs" --config.progress=lines "${data[@]}" \
+  > "$OUT/mnist_mlp_run.log"
+
+$PY - "$OUT" <<'PYTHON'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+print(f'\n{"experiment":<16}{"device":<22}{"train samples/s":>16}{"eval samples/s":>16}'
+      f'{"compile s":>11}{"peak MB":>9}')
+for name in ('mnist_mlp', 'mnist_cnn', 'mnist_cnn_deep'):
+  r = json.loads((out / f'{name}.json').read_text().splitlines()[0])
+  print(f'{name:<16}{r["device"]:<22}{r["train_samples_per_sec"]:>16,.0f}'
+        f'{r["eval_samples_per_sec"]:>16,.0f}{r["compile_seconds"]:>11.1f}{r["peak_memory_mb"]:>9,.0f}')
+m = json.loads((out / 'mnist_mlp_run' / 'metrics.json').read_text())
+seconds = sum(h['train_seconds'] for h in m['history'])
+print(f'\nmnist_mlp, {len(m["history"])} epochs on {m["devices"]["kind"]}: training {seconds:.2f} s '
+      f'(compile {m["compile_seconds"]:.1f} s apart), Test accuracy {m["test"]["accuracy"]:.4f}')
+PYTHON
