@@ -13,6 +13,7 @@ LOSSES = ('softmax_cross_entropy',)
 PROGRESS = ('auto', 'bar', 'lines')
 ON_NONFINITE = ('stop', 'skip_step')
 PARALLEL = ('sharded', 'pmap')
+DTYPES = ('float32', 'bfloat16')
 
 
 def _choice(value, choices, key):
@@ -41,6 +42,7 @@ def validated(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _choice(config.progress, PROGRESS, 'progress')
   _choice(config.on_nonfinite, ON_NONFINITE, 'on_nonfinite')
   _choice(config.parallel, PARALLEL, 'parallel')
+  _choice(config.dtype, DTYPES, 'dtype')
   _positive(config, 'optimizer.learning_rate', kind=(int, float))
   for key in ('batch_size', 'eval_batch_size', 'num_epochs'):
     _positive(config, key)

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 from jax.experimental.compilation_cache import compilation_cache
 
@@ -157,7 +158,10 @@ def compile_evaluators(exp: Experiment) -> None:
   """Compiles evaluation ahead of time; equal-sized splits share one executable."""
   start = time.perf_counter()
   wrap = parallel.pmap_evaluate if exp.config.parallel == 'pmap' else parallel.shard_evaluate
-  evaluate = wrap(steps.make_evaluate(exp.graphdef, _augmenter(exp.config.eval_augment)), exp.mesh)
+  evaluate = steps.make_evaluate(
+    exp.graphdef, _augmenter(exp.config.eval_augment), jnp.dtype(exp.config.dtype)
+  )
+  evaluate = wrap(evaluate, exp.mesh)
   by_shape = {}
   for name, order in exp.eval_orders.items():
     shapes = (exp.arrays[name][0].shape, order.shape)
@@ -174,6 +178,7 @@ def compile_training(exp: Experiment) -> None:
     exp.tx,
     _augmenter(exp.config.augment),
     skip_nonfinite=exp.config.on_nonfinite == 'skip_step',
+    compute_dtype=jnp.dtype(exp.config.dtype),
   )
   wrap = parallel.pmap_train_chunk if exp.config.parallel == 'pmap' else parallel.shard_train_chunk
   exp.train_chunk = wrap(train_chunk, exp.mesh)

@@ -90,14 +90,27 @@ def all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else True
 
 
+def cast_floats(tree, dtype):
+  """tree with its floating arrays cast to dtype (integer arrays untouched)."""
+  return jax.tree.map(
+    lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
+  )
+
+
 def make_train_chunk(
-  graphdef, tx: optax.GradientTransformation, augment=None, skip_nonfinite: bool = False
+  graphdef,
+  tx: optax.GradientTransformation,
+  augment=None,
+  skip_nonfinite: bool = False,
+  compute_dtype=jnp.float32,
 ):
   """Per-device fn(state, images_N, labels_N, order_SxB, epoch_key) -> (state, metric sums).
 
   Runs S optimizer steps in one lax.scan. The gradient is that of the global batch's mean
   loss: each device differentiates sum(local losses) / global count, then grads are summed.
   augment(keys_B, images_BxHxWxC) -> images, on the 0..255 scale, runs inside the step.
+  compute_dtype: the layers compute in it (e.g. bfloat16) from float32 params, which get
+  float32 gradients and updates; BatchNorm statistics, the loss and the penalty stay float32.
 
   The sums count the steps whose loss is not finite in 'nonfinite' and give the first one's
   step number (1-based) in 'first_nonfinite' (-1: none); those steps are left out of the metric
@@ -119,11 +132,13 @@ def make_train_chunk(
 
     def loss_fn(params):
       # copy: fresh Variables at this trace level, so BatchNorm may update its statistics.
-      model = nnx.merge(graphdef, params, state.model_state, copy=True)
-      logits_BxK = model(x_Bx, train)
+      computing = params if compute_dtype == jnp.float32 else cast_floats(params, compute_dtype)
+      model = nnx.merge(graphdef, computing, state.model_state, copy=True)
+      logits_BxK = model(x_Bx.astype(compute_dtype), train).astype(jnp.float32)
       batch_sums = _metric_sums(logits_BxK, y_B, mask_B)
       # Gradients are summed over devices: each adds its share of the weight penalty.
-      penalty = layers.l2_penalty(model) / num_devices
+      weights = model if computing is params else nnx.merge(graphdef, params, state.model_state)
+      penalty = layers.l2_penalty(weights) / num_devices
       _, _, model_state = nnx.split(model, nnx.Param, ...)
       return batch_sums['loss'] / global_count + penalty, (batch_sums, model_state)
 
@@ -164,14 +179,14 @@ def make_train_chunk(
   return train_chunk
 
 
-def make_evaluate(graphdef, augment=None):
+def make_evaluate(graphdef, augment=None, compute_dtype=jnp.float32):
   """Per-device fn(state, images_N, labels_N, order_SxB) -> metric sums over the split.
 
   augment, if given, is deterministic preprocessing (e.g. CLAHE) applied to every image.
   """
 
   def evaluate(state, images_N, labels_N, order_SxB):
-    model = nnx.merge(graphdef, state.params, state.model_state)
+    model = nnx.merge(graphdef, cast_floats(state.params, compute_dtype), state.model_state)
 
     def eval_step(sums, idx_B):
       images_Bx, y_B, safe_B, mask_B = _gather(images_N, labels_N, idx_B)
@@ -179,7 +194,8 @@ def make_evaluate(graphdef, augment=None):
       if augment is not None:  # deterministic preprocessing: any fixed keys will do
         keys_B = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.key(0), safe_B)
       x_Bx = to_inputs(images_Bx, augment, keys_B)
-      return _add(sums, _metric_sums(model(x_Bx), y_B, mask_B)), None
+      logits_BxK = model(x_Bx.astype(compute_dtype)).astype(jnp.float32)
+      return _add(sums, _metric_sums(logits_BxK, y_B, mask_B)), None
 
     sums, _ = jax.lax.scan(eval_step, _zero_sums(), order_SxB)
     return jax.lax.psum(sums, DATA_AXIS)

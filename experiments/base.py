@@ -42,6 +42,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_augment = ml_collections.ConfigDict()  # deterministic: validation and test
 
   config.loss = 'softmax_cross_entropy'
+  # The layers compute in this dtype from float32 params: 'float32', or 'bfloat16' (mixed
+  # precision, for GPUs/TPUs; a CPU emulates it slowly).
+  config.dtype = 'float32'
   config.batch_size = 128  # global: split evenly across devices
   config.eval_batch_size = 1000
   config.num_epochs = 10

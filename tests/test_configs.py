@@ -43,6 +43,7 @@ def test_two_layer_mlp_is_the_keras_example():
     ('model.hidden_sizes', (512, 0), 'config.model.hidden_sizes=(512, 0) must be > 0'),
     ('optimizer.learning_rate', 0.0, 'config.optimizer.learning_rate=0.0 must be a positive'),
     ('optimizer.learning_rate', float('inf'), 'learning_rate=inf must be a positive finite num'),
+    ('dtype', 'float16', "unknown dtype 'float16'; choose one of float32, bfloat16"),
     ('parallel', 'pjit', "unknown parallel 'pjit'; choose one of sharded, pmap"),
     ('on_nonfinite', 'ignore', "unknown on_nonfinite 'ignore'; choose one of stop, skip_step"),
     ('checkpoint.every_steps', -5, 'config.checkpoint.every_steps=-5 must be a non-negative'),

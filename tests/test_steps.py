@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from flax import nnx
 
 from dnn_jax import models, parallel, steps
@@ -133,3 +134,27 @@ def test_with_skip_a_non_finite_step_changes_nothing():
   for a, b in pairs:
     np.testing.assert_array_equal(a, b)
   assert int(good_then_bad.opt_state[0].count) == 2
+
+
+def test_bfloat16_compute_keeps_float32_params_and_tracks_float32():
+  graphdef, tx, state, images, labels = tiny_setup()
+  order = jnp.asarray([[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]] * 5, jnp.int32)
+  mesh = parallel.make_mesh(1)
+  results = {}
+  for dtype in (jnp.float32, jnp.bfloat16):
+    chunk = steps.make_train_chunk(graphdef, tx, compute_dtype=dtype)
+    train = parallel.shard_train_chunk(chunk, mesh)
+    new, sums = train(jax.tree.map(jnp.copy, state), images, labels, order, jax.random.key(1))
+    evaluate = parallel.shard_evaluate(steps.make_evaluate(graphdef, compute_dtype=dtype), mesh)
+    eval_sums = evaluate(new, images, labels, steps.batch_order(12, 4))
+    results[dtype] = (new, jax.device_get(sums), jax.device_get(eval_sums))
+  (f32, f32_sums, f32_eval), (bf16, bf16_sums, bf16_eval) = results.values()
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(bf16.params))
+  assert bf16_sums['loss'] != f32_sums['loss']  # it did compute in bfloat16 ...
+  assert bf16_sums['loss'] == pytest.approx(f32_sums['loss'], rel=2e-2)  # ... and kept up
+  assert bf16_eval['loss'] == pytest.approx(f32_eval['loss'], rel=3e-2)
+  for a, b in zip(jax.tree.leaves(bf16.params), jax.tree.leaves(f32.params), strict=True):
+    np.testing.assert_allclose(a, b, atol=3e-2)
+  moved = max(float(np.abs(a - b).max()) for a, b in zip(
+    jax.tree.leaves(bf16.params), jax.tree.leaves(state.params), strict=True))  # fmt: skip
+  assert moved > 0.05  # it trained: the comparison above is not trivially true

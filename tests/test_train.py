@@ -4,6 +4,7 @@ import json
 import math
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -136,3 +137,16 @@ def test_pmap_mode_trains_exactly_as_sharded(base_config, tmp_path):
   )
   assert without_times(pmapped) == without_times(sharded)
   assert pmapped['test'] == sharded['test']
+
+
+def test_bfloat16_resnet_trains_with_float32_batchnorm_statistics(base_config, tmp_path):
+  config = small_config(base_config, num_epochs=1, dtype='bfloat16', batch_size=64)
+  config.model = ml_collections.ConfigDict({'name': 'resnet_v2', 'depth': 11})
+  config.data.train_split = 'train[:256]'
+  result = train.train_and_evaluate(config, tmp_path)
+  assert math.isfinite(result['history'][0]['loss'])
+  assert math.isfinite(result['test']['loss'])
+  restored = checkpoint.Checkpoints(tmp_path / 'checkpoints', read_only=True)
+  metadata = restored.manager.item_metadata(restored.latest_step())
+  dtypes = {m.dtype for item in ('params', 'model_state') for m in jax.tree.leaves(metadata[item])}
+  assert dtypes == {np.dtype('float32')}

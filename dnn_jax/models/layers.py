@@ -171,7 +171,8 @@ class BatchNormalization(nnx.Module):
       self.moving_mean[...] = m * self.moving_mean[...] + (1 - m) * mean
       self.moving_variance[...] = m * self.moving_variance[...] + (1 - m) * variance
     inv = jax.lax.rsqrt(variance + self.epsilon) * self.gamma[...]
-    return (x_BxC - mean) * inv + self.beta[...]
+    # Statistics stay float32; the output keeps the input's dtype (bfloat16 compute).
+    return ((x_BxC - mean) * inv + self.beta[...]).astype(x_BxC.dtype)
 
   @staticmethod
   def _batch_moments(x_BxC, train: Train):
