@@ -77,9 +77,8 @@ class Checkpoints:
 
   def best_step(self) -> int | None:
     """The kept step with the best validation accuracy (None before any epoch ended)."""
-    scored = [(s, self.manager.metrics(s)) for s in self.all_steps()]
-    scored = [(_rank(m), s) for s, m in scored if m]
-    return max(scored)[1] if scored else None
+    best = self.manager.best_step()  # ranked by _rank; the latest when none has metrics
+    return best if best is not None and self.manager.metrics(best) else None
 
   def save(self, state: steps.TrainState, meta: dict, metrics: dict | None = None) -> bool:
     """Starts saving state and meta at meta['step']; False if that step is already saved.
@@ -115,15 +114,14 @@ class Checkpoints:
     """
     path = self.directory / str(step)
     saved = self.manager.item_metadata(step)
-    optimizer = self.read_meta(step).get('config', {}).get('optimizer', {}).get('name')
+    meta = self.read_meta(step)  # read once: it names the optimizer for a misfit's message
+    optimizer = meta.get('config', {}).get('optimizer', {}).get('name')
     for item in items:
       check_fits(saved.get(item) or {}, getattr(target, item), item, path, optimizer)
     items = [k for k in items if jax.tree.leaves(getattr(target, k))]
     args = {k: ocp.args.StandardRestore(_abstract(getattr(target, k))) for k in items}
-    restored = self.manager.restore(
-      step, args=ocp.args.Composite(**args, meta=ocp.args.JsonRestore())
-    )
-    return target.replace(**{k: restored[k] for k in items}), restored['meta']
+    restored = self.manager.restore(step, args=ocp.args.Composite(**args))
+    return target.replace(**{k: restored[k] for k in items}), meta
 
   def restore_latest(self, target: steps.TrainState, items=ARRAY_ITEMS):
     """(state, meta, step) of the newest readable checkpoint, or None if there is none.

@@ -174,6 +174,7 @@ def _train_epoch(exp, ckpts, state, run: Progress, stop):
   config, steps_per_epoch = exp.config, exp.steps_per_epoch
   every = config.checkpoint.every_steps
   epoch, start = divmod(run.step, steps_per_epoch)
+  first_step = epoch * steps_per_epoch
   bar = progress.EpochProgress(epoch + 1, config.num_epochs, steps_per_epoch, config.progress)
   order = exp.epoch_order(exp.shuffle_key, epoch)
   epoch_key = jax.random.fold_in(exp.example_key, epoch)
@@ -187,7 +188,7 @@ def _train_epoch(exp, ckpts, state, run: Progress, stop):
     if pending:  # read the previous call's metrics while this one runs: no pipeline bubble
       _absorb(exp, run, *pending, bar)
     pending = (b - a, sums)
-    crossed = (run.step + b - a) // every > run.step // every if every else False
+    crossed = every and (first_step + a) // every < (first_step + b) // every
     if crossed and b < steps_per_epoch:  # the epoch's end has a checkpoint of its own
       _absorb(exp, run, *pending, bar)
       pending = None
