@@ -1,0 +1,87 @@
+"""A trained run read back from its workdir: metrics.json, a checkpoint's weights, its data."""
+
+import dataclasses
+import json
+import pathlib
+
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from dnn_jax import checkpoint, configs, models, steps
+from dnn_jax.data import splits as data_splits
+from dnn_jax.errors import CheckpointError, UserError
+
+TRAIN_HINT = 'train first: python -m dnn_jax.main --config experiments/<name>.py --workdir {}'
+
+
+@dataclasses.dataclass
+class Run:
+  """What the report draws from: the run's record, its data and its model at one checkpoint."""
+
+  workdir: pathlib.Path
+  config: ml_collections.ConfigDict  # the config the checkpoint was saved with
+  metrics: dict  # metrics.json
+  step: int
+  steps_per_epoch: int
+  which: str  # how the checkpoint was chosen: 'best', 'latest' or 'step'
+  note: str | None  # why another checkpoint than the one asked for was taken
+  splits: data_splits.Splits
+  model: nnx.Module  # with the checkpoint's params and BatchNorm statistics
+
+  @property
+  def epochs_done(self) -> float:
+    return self.step / self.steps_per_epoch
+
+
+def choose_step(source: checkpoint.Checkpoints, which: str) -> tuple[int, str, str | None]:
+  """(step, how it was chosen, a note or None) for --checkpoint best, latest or a step."""
+  saved = source.all_steps()
+  if which == 'best':
+    best = source.best_step()
+    if best is not None:
+      return best, 'best', None
+    note = f'no epoch has ended yet: the latest checkpoint (step {saved[-1]}) is reported'
+    return saved[-1], 'latest', note
+  if which == 'latest':
+    return saved[-1], 'latest', None
+  if which.isdigit() and int(which) in saved:
+    return int(which), 'step', None
+  raise CheckpointError(
+    f'--checkpoint={which} is not best, latest or a saved step; saved steps: '
+    f'{", ".join(map(str, saved))}'
+  )
+
+
+def load(workdir, which: str = 'best') -> Run:
+  """Reads workdir's metrics.json and checkpoint `which`, its dataset, and rebuilds its model."""
+  workdir = pathlib.Path(workdir)
+  metrics_path = workdir / 'metrics.json'
+  directory = workdir / 'checkpoints'
+  if not metrics_path.is_file():
+    raise UserError(f'no metrics.json in {workdir}; ' + TRAIN_HINT.format(workdir))
+  source = checkpoint.Checkpoints(directory, read_only=True) if directory.is_dir() else None
+  if source is None or not source.all_steps():
+    raise CheckpointError(f'no checkpoint in {directory}; ' + TRAIN_HINT.format(workdir))
+  step, chosen, note = choose_step(source, which)
+  meta = source.read_meta(step)
+  config = configs.validated(ml_collections.ConfigDict(meta['config']))
+  splits = data_splits.load(config.data)
+  model = models.create(
+    config.model, input_shape=splits.image_shape, num_classes=splits.num_classes, seed=config.seed
+  )
+  graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+  target = steps.TrainState(jnp.zeros([], jnp.int32), params, model_state, opt_state=None)
+  state, _ = source.restore(step, target, items=('params', 'model_state'))
+  source.close()
+  return Run(
+    workdir=workdir,
+    config=config,
+    metrics=json.loads(metrics_path.read_text()),
+    step=step,
+    steps_per_epoch=meta['steps_per_epoch'],
+    which=chosen,
+    note=note,
+    splits=splits,
+    model=nnx.merge(graphdef, state.params, state.model_state),
+  )
