@@ -13,6 +13,7 @@ from dnn_jax import cli
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 flags.DEFINE_string('workdir', None, 'Where metrics go (default: runs/<config file name>).')
+flags.DEFINE_bool('report', True, 'Draw <workdir>/report/ when the run has finished.')
 flags.mark_flags_as_required(['config'])
 
 
@@ -23,7 +24,11 @@ def main(argv):
 
   config_path = config_flags.get_config_filename(FLAGS['config'])
   workdir = FLAGS.workdir or str(pathlib.Path('runs') / pathlib.Path(config_path).stem)
-  cli.run_reporting_errors(train.train_and_evaluate, FLAGS.config, workdir)
+  result = cli.run_reporting_errors(train.train_and_evaluate, FLAGS.config, workdir)
+  if FLAGS.report and 'preempted' not in result:
+    from dnn_jax.report import build  # only now: training start-up never pays for matplotlib
+
+    cli.run_reporting_errors(build.report_finished_run, workdir)
 
 
 if __name__ == '__main__':
