@@ -136,6 +136,7 @@ def test_top_patches_of_a_bright_pixel_detector(padding):
   rng = np.random.default_rng(0)
   low = 0 if padding == 'same' else 1  # 'valid' sees no window centred on the border
   where = rng.integers(low, 9 - low, size=(12, 2))
+  where[11] = (low, low)  # the brightest in the corner: its window reaches beyond the edge
   x_N = np.zeros((12, 9, 9, 1), np.float32)
   for i, (r, c) in enumerate(where):
     x_N[i, r, c, 0] = (i + 1) / 20  # image 11 brightest
@@ -148,6 +149,9 @@ def test_top_patches_of_a_bright_pixel_detector(padding):
   assert windows.shape == (9, 7, 7)
   np.testing.assert_allclose(windows[:, 3, 3], np.arange(12, 3, -1) / 20)  # centred
   assert (windows.sum((1, 2)) == windows[:, 3, 3]).all()  # and alone in its window
+  beyond = top.outside_FxKxSxS[0, 0]  # rows and columns 0 .. 2 - low are beyond the edge
+  edge = 3 - low
+  assert beyond[:edge].all() and beyond[:, :edge].all() and not beyond[edge:, edge:].any()
   np.testing.assert_array_equal(top.image_FxK[1], np.arange(9))  # ties: earlier images first
 
 

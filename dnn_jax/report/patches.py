@@ -26,6 +26,7 @@ class TopPatches:
   left_FxK: np.ndarray
   value_FxK: np.ndarray  # the filter's response there (before its activation)
   patches_FxKxSxSxC: np.ndarray  # windows of S = kernel_size + 2 * margin pixels, zero outside
+  outside_FxKxSxS: np.ndarray  # True where a window's pixel lies beyond the image's edge
   kernel_size: int
   margin: int  # context pixels shown around the receptive field on each side
 
@@ -76,6 +77,14 @@ def crop(image_HxWxC: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
   return out
 
 
+def outside(top: int, left: int, size: int, input_hw) -> np.ndarray:
+  """[size, size] True where the window at (top, left) lies beyond the image's edge."""
+  rows, cols = top + np.arange(size), left + np.arange(size)
+  inside_rows = (rows >= 0) & (rows < input_hw[0])
+  inside_cols = (cols >= 0) & (cols < input_hw[1])
+  return ~(inside_rows[:, None] & inside_cols[None, :])
+
+
 def top_patches(
   conv: layers.Conv2D, x_N, k: int = 9, num_filters: int = 16, margin: int = 2,
   batch_size: int = 500,
@@ -92,26 +101,36 @@ def top_patches(
   )
   kernel_size = conv.conv.kernel.shape[0]
   size = kernel_size + 2 * margin
-  patches = np.stack(
+  hw = x_N.shape[1:3]
+  windows = [
     [
-      np.stack([crop(x_N[i], t - margin, c - margin, size) for i, t, c in zip(*rows, strict=True)])
-      for rows in zip(image_FxK, top_FxK, left_FxK, strict=True)
+      (crop(x_N[i], t - margin, c - margin, size), outside(t - margin, c - margin, size, hw))
+      for i, t, c in zip(*rows, strict=True)
     ]
-  )
+    for rows in zip(image_FxK, top_FxK, left_FxK, strict=True)
+  ]
   return TopPatches(
     image_FxK=image_FxK,
     top_FxK=top_FxK,
     left_FxK=left_FxK,
     value_FxK=value_NxF[image_FxK, filters_FxK],
-    patches_FxKxSxSxC=patches,
+    patches_FxKxSxSxC=np.array([[w for w, _ in row] for row in windows]),
+    outside_FxKxSxS=np.array([[o for _, o in row] for row in windows]),
     kernel_size=kernel_size,
     margin=margin,
   )
 
 
-def framed(patch_SxSx3: np.ndarray, margin: int, kernel_size: int, scale: int) -> np.ndarray:
-  """The patch upscaled `scale` times with the receptive field outlined (when there is context)."""
+def framed(
+  patch_SxSx3: np.ndarray, outside_SxS: np.ndarray, margin: int, kernel_size: int, scale: int
+) -> np.ndarray:
+  """The patch upscaled `scale` times, the receptive field outlined, beyond the edge checkered."""
   big = np.repeat(np.repeat(patch_SxSx3, scale, axis=0), scale, axis=1).copy()
+  yy, xx = np.mgrid[: big.shape[0], : big.shape[1]]
+  cell = max(scale // 2, 1)
+  checker = np.where((yy // cell + xx // cell) % 2, 0.55, 0.8)
+  beyond = np.repeat(np.repeat(outside_SxS, scale, axis=0), scale, axis=1)
+  big[beyond] = checker[beyond][:, None]
   if margin:
     a, b = margin * scale - 1, (margin + kernel_size) * scale  # just outside the field
     big[a, a : b + 1] = big[b, a : b + 1] = FRAME
@@ -124,8 +143,13 @@ def draw_top_patches(path, top: TopPatches) -> str:
   size = top.patches_FxKxSxSxC.shape[2]
   scale = max(1, -(-42 // size))  # about 42 pixels a window, so the pixels are visible
   blocks = []
-  for patches in top.patches_FxKxSxSxC:
-    tiles = np.stack([framed(p, top.margin, top.kernel_size, scale) for p in grids.to_rgb(patches)])
+  for patches, outsides in zip(top.patches_FxKxSxSxC, top.outside_FxKxSxS, strict=True):
+    tiles = np.stack(
+      [
+        framed(p, o, top.margin, top.kernel_size, scale)
+        for p, o in zip(grids.to_rgb(patches), outsides, strict=True)
+      ]
+    )
     block, _ = grids.mosaic(tiles, cols=3)
     blocks.append(block)
   num_filters, k = top.image_FxK.shape
@@ -135,15 +159,18 @@ def draw_top_patches(path, top: TopPatches) -> str:
     tile_inches=2.0, fontsize=10, heading=heading, fill=0.85,
   )  # fmt: skip
   field = f'{top.kernel_size}x{top.kernel_size}'
+  caption = (
+    f'For each of the first {num_filters} first-layer filters, the {k} test images whose '
+    f'strongest response to it is the highest (strongest first, one window per image). '
+  )
   if top.margin:
-    return (
-      f'For each of the first {num_filters} first-layer filters, the {k} test images whose '
-      f'strongest response to it is the highest (strongest first, one window per image). Each '
-      f'tile is a {size}x{size}-pixel window of the input as the model sees it, upscaled: the '
-      f"filter's {field} receptive field (outlined in yellow) with {top.margin} pixels of "
+    caption += (
+      f'Each tile is a {size}x{size}-pixel window of the input as the model sees it, upscaled: '
+      f"the filter's {field} receptive field (outlined in yellow) with {top.margin} pixels of "
       f'context on each side.'
     )
-  return (
-    f'For each of the first {num_filters} first-layer filters, the {k} {field} receptive '
-    f'fields (input as the model sees it, upscaled) that excite it most, one per test image.'
-  )
+  else:
+    caption += f"Each tile is the filter's {field} receptive field, upscaled."
+  if top.outside_FxKxSxS.any():
+    caption += " Checkered pixels lie beyond the image's edge (a 'same' convolution sees zeros)."
+  return caption
