@@ -14,7 +14,16 @@ import time
 import jax
 import numpy as np
 
-from dnn_jax import checkpoint, configs, experiment, parallel, preemption, progress, steps
+from dnn_jax import (
+  checkpoint,
+  configs,
+  experiment,
+  parallel,
+  preemption,
+  progress,
+  steps,
+  tensorboard,
+)
 from dnn_jax.errors import CheckpointError, NonFiniteError, UserError
 
 METRIC_SUMS = ('loss', 'correct', 'count', 'nonfinite')
@@ -55,9 +64,12 @@ def train_and_evaluate(config, workdir) -> dict:
       try:
         state, run, start_note = _start(exp, ckpts)  # before compiling: a misfit fails fast
         experiment.compile_training(exp)
-        with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+        with (
+          contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext(),
+          tensorboard.Writer(workdir, exp, run) as board,  # process 0 writes
+        ):
           _print_header(exp, start_note)
-          return _train(exp, ckpts, state, run, workdir, stop)
+          return _train(exp, ckpts, state, run, workdir, stop, board)
       finally:
         ckpts.close()  # waits for the saves in flight
   except UserError:
@@ -125,7 +137,7 @@ def _print_header(exp: experiment.Experiment, start_note: str | None) -> None:
     print(start_note, flush=True)
 
 
-def _train(exp, ckpts, state, run: Progress, workdir: pathlib.Path, stop) -> dict:
+def _train(exp, ckpts, state, run: Progress, workdir: pathlib.Path, stop, board) -> dict:
   config = exp.config
   device = exp.mesh.devices.flat[0]
   result = {
@@ -151,6 +163,7 @@ def _train(exp, ckpts, state, run: Progress, workdir: pathlib.Path, stop) -> dic
       _end_epoch(exp, ckpts, state, run, bar)
       _summarize(result, run, exp)
       write_json(workdir / 'metrics.json', result)
+      board.write_epoch(run.history[-1])
   except NonFiniteError as e:
     ckpts.wait()
     kept = ckpts.latest_step()
@@ -159,6 +172,7 @@ def _train(exp, ckpts, state, run: Progress, workdir: pathlib.Path, stop) -> dic
 
   result['test'] = experiment.evaluate(exp, state, 'test')
   write_json(workdir / 'metrics.json', result)
+  board.write_test(result['test'], run.step)
   print(f'Test loss: {result["test"]["loss"]:.4f}')
   print(f'Test accuracy: {result["test"]["accuracy"]:.4f}')
   return result
