@@ -4,6 +4,7 @@ import dataclasses
 import json
 import pathlib
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 from flax import nnx
@@ -67,11 +68,21 @@ def load(workdir, which: str = 'best') -> Run:
   meta = source.read_meta(step)
   config = configs.validated(ml_collections.ConfigDict(meta['config']))
   splits = data_splits.load(config.data)
-  model = models.create(
-    config.model, input_shape=splits.image_shape, num_classes=splits.num_classes, seed=config.seed
+  # Shapes only: initializing the weights that the checkpoint replaces would compile and run
+  # every initializer (seconds on a CPU).
+  model = nnx.eval_shape(
+    lambda: models.create(
+      config.model, input_shape=splits.image_shape, num_classes=splits.num_classes, seed=config.seed
+    )
   )
   graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
-  target = steps.TrainState(jnp.zeros([], jnp.int32), params, model_state, opt_state=None)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  on_device = lambda tree: jax.tree.map(
+    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree
+  )
+  target = steps.TrainState(
+    jnp.zeros([], jnp.int32), on_device(params), on_device(model_state), opt_state=None
+  )
   state, _ = source.restore(step, target, items=('params', 'model_state'))
   source.close()
   return Run(
