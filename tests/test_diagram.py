@@ -155,10 +155,10 @@ def test_png_and_svg_show_every_layer(tmp_path):
   assert paths == [tmp_path / 'mlp.png', tmp_path / 'mlp.svg']
   image = np.asarray(Image.open(paths[0]).convert('RGB'))
   graph = diagram.build_graph(model, MNIST)
-  height = diagram.MARGIN + 0.35 + len(graph.nodes) * diagram.ROW + diagram.MARGIN
+  height = diagram.MARGIN + diagram.TITLE + len(graph.nodes) * diagram.ROW + diagram.MARGIN
   assert image.shape[0] == round(height * 100)
   # A column just inside the boxes' left edges crosses each box once, and nothing else.
-  top = round((diagram.MARGIN + 0.35) * 100)
+  top = round((diagram.MARGIN + diagram.TITLE) * 100)
   column = image[top:, round(diagram.MARGIN * 100) + 3]
   assert non_white_runs(column) == len(graph.nodes)
   svg = ET.parse(paths[1]).getroot()

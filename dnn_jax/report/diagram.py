@@ -131,7 +131,7 @@ def build_graph(model: nnx.Module, input_shape, max_blocks: int = MAX_BLOCKS) ->
 
 
 # Layout, in inches: the figure's data coordinates are inches from its top-left corner.
-ROW, BOX_H, GAP, MARGIN, FONT_PT = 0.52, 0.38, 0.5, 0.25, 8
+ROW, BOX_H, GAP, MARGIN, TITLE, FONT_PT = 0.52, 0.38, 0.5, 0.25, 0.35, 8
 CHAR = 0.6 * FONT_PT / 72  # DejaVu Sans Mono's advance
 COLORS = {
   'InputLayer': '#f3f3f3',
@@ -176,7 +176,7 @@ def draw(graph: Graph, out_stem: pathlib.Path, title: str = '') -> list[pathlib.
   x_lane = [MARGIN + box_w / 2 + k * (box_w + GAP) for k in range(2)]
   x_skip = MARGIN + box_w + GAP / 2  # identity shortcuts run down here
   skips = any(role == 'shortcut' for _, _, role in graph.edges)
-  top = MARGIN + (0.35 if title else 0.0)
+  top = MARGIN + (TITLE if title else 0.0)
   width = 2 * MARGIN + lanes * box_w + (lanes - 1) * GAP + (GAP if skips and lanes == 1 else 0)
   width = max(width, 2 * MARGIN + len(title) * CHAR)
   height = top + (max(rows) + 1) * ROW + MARGIN
