@@ -8,6 +8,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from dnn_jax.errors import ConfigError
@@ -201,17 +202,33 @@ class Activation(nnx.Module):
     return ACTIVATIONS[self.activation](x)
 
 
+class KeepProbability(nnx.Variable):
+  """A Dropout layer's 1 - rate held in the model state: an input of the compiled program."""
+
+
 class Dropout(nnx.Module):
-  """Inverted dropout with one key per example, so masks do not depend on device count."""
+  """Inverted dropout with one key per example, so masks do not depend on device count.
+
+  The rate is a Python float, a constant of the compiled program, until hold_rate_in_state()
+  moves it into the model state: then states stacked over trials and a vmap train trials with
+  different rates in one program (dnn_jax.sweep), with the masks the float gives.
+  """
 
   def __init__(self, rate: float, salt: int):
     self.rate = rate
     self.salt = salt  # tells this layer's mask apart from the other dropout layers'
+    self.keep = nnx.data(None)  # a KeepProbability once the rate is held in the state
+
+  def hold_rate_in_state(self, rate: float) -> None:
+    """Sets the rate as a KeepProbability variable (nnx.split puts it with BatchNorm's stats)."""
+    # 1 - rate in float64, then float32: exactly the keep probability the float path computes.
+    self.keep = KeepProbability(jnp.asarray(np.float32(1.0 - rate)))
+    self.rate = None  # the state's value is the one that counts
 
   def __call__(self, x_Bx, train: Train | None = None):
-    if train is None or self.rate == 0.0:
+    if train is None or (self.keep is None and self.rate == 0.0):
       return x_Bx
-    keep = 1.0 - self.rate
+    keep = 1.0 - self.rate if self.keep is None else self.keep[...]
 
     def mask(key):
       return jax.random.bernoulli(jax.random.fold_in(key, self.salt), keep, x_Bx.shape[1:])

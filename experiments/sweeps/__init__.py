@@ -1,0 +1,1 @@
+"""Sweep configs: an experiment config plus a `sweep` section (python -m dnn_jax.sweep)."""
