@@ -10,7 +10,7 @@ from conftest import run_python
 from flax import nnx
 from PIL import Image
 
-from dnn_jax import models
+from dnn_jax import models, tensorboard
 from dnn_jax.errors import CheckpointError
 from dnn_jax.models import layers
 from dnn_jax.report import build, filters, grids, patches
@@ -75,6 +75,8 @@ def test_a_finished_run_draws_every_picture_and_an_index_linking_them(mlp_run):
     assert (report / target).is_file(), target
   metrics = json.loads((workdir / 'metrics.json').read_text())
   assert f'{metrics["test"]["accuracy"]:.4f}' in index
+  logged = tensorboard.written(tensorboard.logdir(workdir))
+  assert {(f'report/{name}', 469) for name in (*PICTURES, 'diagram')} <= logged
 
 
 def test_the_confusion_matrix_counts_the_test_set_at_the_runs_accuracy(mlp_run):

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from dnn_jax import tensorboard
 from dnn_jax.models import layers
 from dnn_jax.report import confusion, curves, filters, grids, html, patches, predict
 from dnn_jax.report import run as run_lib
@@ -258,7 +259,9 @@ def metric_rows(run: run_lib.Run, loss: float, accuracy: float, count: int) -> l
 def report_run(workdir, which: str = 'best') -> Report:
   """build_report, then the report's pictures to TensorBoard: what the CLI and main.py call."""
   report = build_report(workdir, which)
-  # TensorBoard: tensorboard.log_report_images(workdir, report.pngs, report.step) goes here.
+  # At the checkpoint's step, tagged report/<name>: TensorBoard's Images tab beside the scalars.
+  images = {f'report/{name}': path for name, path in report.pngs.items()}
+  tensorboard.log_report_images(workdir, images, report.step)
   return report
 
 
