@@ -46,6 +46,21 @@ def test_conv_as_matmul_equals_xla_conv_and_its_gradient(kernel_size, strides, p
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize('shape', [(3, 8, 8, 4), (2, 7, 9, 3), (2, 13, 13, 5)])
+@pytest.mark.parametrize('ties', [False, True])
+def test_max_pool_equals_reduce_window_and_its_gradient_bitwise(shape, ties):
+  # Odd sizes drop the remainder; rounded inputs tie often: the gradient must still go to the
+  # first maximum of each window, as XLA's select_and_scatter does.
+  x = jax.random.normal(jax.random.key(0), shape) * (3 if ties else 1)
+  x = jnp.round(x) if ties else x
+  xla = lambda x: nnx.max_pool(x, (2, 2), strides=(2, 2), padding='VALID')
+  ours = lambda x: layers.max_pool(x, 2)
+  y, vjp_xla = jax.vjp(xla, x)
+  g = jax.random.normal(jax.random.key(1), y.shape)
+  np.testing.assert_array_equal(ours(x), y)
+  np.testing.assert_array_equal(jax.vjp(ours, x)[1](g)[0], vjp_xla(g)[0])
+
+
 def batch_norm_step(x, mask=None, num_devices=1):
   """One training call of a fresh BatchNormalization, data parallel over num_devices."""
   graphdef, variables = nnx.split(layers.BatchNormalization(x.shape[-1]))

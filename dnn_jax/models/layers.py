@@ -5,6 +5,7 @@ None in evaluation, so one graph serves both and no module attribute flips betwe
 """
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -126,6 +127,47 @@ class Conv2D(nnx.Module):
     return ACTIVATIONS[self.activation](y)
 
 
+def _windows(x_BxHxWxC, size: int):
+  """Non-overlapping size x size windows as axes 2 and 4: [B, H/size, size, W/size, size, C]."""
+  b, h, w, c = x_BxHxWxC.shape
+  h, w = h // size * size, w // size * size  # 'valid': the remainder is dropped
+  return x_BxHxWxC[:, :h, :w].reshape(b, h // size, size, w // size, size, c)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def max_pool(x_BxHxWxC, size: int):
+  """Max over non-overlapping windows; equals lax.reduce_window max, gradient included.
+
+  XLA's max-pool gradient (select_and_scatter) is slow on CPU: ~8x this reshape and a mask,
+  and in the Keras cifar10 CNN it took a third of the step. Like select_and_scatter, the
+  gradient goes to the first maximum of a window in row-major order.
+  """
+  return jnp.max(_windows(x_BxHxWxC, size), axis=(2, 4))
+
+
+def _max_pool_fwd(x_BxHxWxC, size):
+  y = max_pool(x_BxHxWxC, size)
+  return y, (x_BxHxWxC, y)
+
+
+def _max_pool_bwd(size, residuals, g_BxHxWxC):
+  x_BxHxWxC, y = residuals
+  win = _windows(x_BxHxWxC, size)
+  hit = (win == y[:, :, None, :, None, :]).astype(jnp.int32)
+  # First hit in row-major window order: no hit in an earlier row, none earlier in this row.
+  row_hits = jnp.sum(hit, axis=4, keepdims=True)
+  earlier_rows = jnp.cumsum(row_hits, axis=2) - row_hits
+  earlier_in_row = jnp.cumsum(hit, axis=4) - hit
+  first = (hit > 0) & (earlier_rows == 0) & (earlier_in_row == 0)
+  dx = jnp.where(first, g_BxHxWxC[:, :, None, :, None, :], 0).astype(x_BxHxWxC.dtype)
+  b, h, w, c = x_BxHxWxC.shape
+  dx = dx.reshape(b, win.shape[1] * size, win.shape[3] * size, c)
+  return (jnp.pad(dx, ((0, 0), (0, h - dx.shape[1]), (0, w - dx.shape[2]), (0, 0))),)
+
+
+max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
 class MaxPooling2D(nnx.Module):
   """Keras MaxPooling2D: non-overlapping windows, 'valid' (the remainder is dropped)."""
 
@@ -133,8 +175,7 @@ class MaxPooling2D(nnx.Module):
     self.pool_size = pool_size
 
   def __call__(self, x_BxHxWxC, train: Train | None = None):
-    window = (self.pool_size, self.pool_size)
-    return nnx.max_pool(x_BxHxWxC, window, strides=window, padding='VALID')
+    return max_pool(x_BxHxWxC, self.pool_size)
 
 
 class AveragePooling2D(nnx.Module):
