@@ -6,19 +6,21 @@ Usage: python -m benchmarks.sweep_vmap [--config experiments/mnist_mlp.py]
 The trials are dropout x learning rate at the config's shape (mnist_mlp: 3 x 512 units), one
 epoch each, seed 0. One by one: each trial through experiment.setup and compile_training, as
 dnn_jax.train runs it. Vmapped: dnn_jax.sweep.vmapped's group, states stacked on a trial axis.
-Compile time is measured apart; epoch and evaluation times are medians of timed calls after a
-warm-up. Prints one JSON line, then a table.
+Compile time is measured apart. Epochs and evaluations are timed in rounds that alternate the
+two ways (all N trials one by one, then the group, then the other way round), so a load that
+comes and goes on a shared machine hits both; medians over the rounds after a warm-up round.
+Prints one JSON line, then a table.
 """
 
 import json
 import os
+import statistics
 import time
 
 import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from benchmarks.timing import median_seconds
 from dnn_jax import cli, experiment
 from dnn_jax.sweep import space, vmapped
 
@@ -28,11 +30,11 @@ config_flags.DEFINE_config_file(
 )
 flags.DEFINE_list('dropouts', ['0.1', '0.2', '0.3', '0.4'], 'Dropout rates of the trials.')
 flags.DEFINE_list('learning_rates', ['1e-3', '3e-3'], 'Learning rates of the trials.')
-flags.DEFINE_integer('repeats', 3, 'Timed calls per measurement (after one warm-up call).')
+flags.DEFINE_integer('repeats', 3, 'Timed rounds (after one warm-up round).')
 
 
 def trial_configs(config, dropouts, learning_rates) -> list:
-  """One epoch per trial, every dropout x learning rate, seed 0: one shape."""
+  """One epoch per trial, every dropout x learning rate, the config's seed: one shape."""
   sweep_config = config.copy_and_resolve_references()
   with sweep_config.unlocked():
     sweep_config.sweep = {'epochs_per_trial': 1}
@@ -40,52 +42,85 @@ def trial_configs(config, dropouts, learning_rates) -> list:
   return [space.trial_config(sweep_config, p) for p in params]
 
 
-def one_by_one(configs, repeats: int) -> dict:
-  """Sums over the trials, each set up, compiled and timed on its own."""
-  compile_s, epoch_s, eval_s, setup_s = [], [], [], []
-  for config in configs:
-    start = time.perf_counter()
-    exp = experiment.setup(config)
-    setup_s.append(time.perf_counter() - start)
-    experiment.compile_training(exp)
-    compile_s.append(exp.compile_seconds)
-    ((first, end),) = exp.chunks
-    chunk = exp.compiled_chunk(end - first)
-    order = exp.epoch_order(exp.shuffle_key, 0)
-
-    def epoch(exp=exp, chunk=chunk, order=order):
-      exp.state, sums = chunk(exp.state, *exp.arrays['train'], order, exp.example_key)
-      jax.block_until_ready(sums)
-
-    epoch_s.append(median_seconds(epoch, repeats))
-    evaluate = lambda exp=exp: experiment.evaluate(exp, exp.state, 'validation')
-    eval_s.append(median_seconds(evaluate, repeats))
-    exp_steps = exp.steps_per_epoch
-    del exp, chunk
-  return {
-    'steps_per_epoch': exp_steps,
-    'setup_s': sum(setup_s),
-    'compile_s': sum(compile_s),
-    'epoch_s': sum(epoch_s),
-    'eval_s': sum(eval_s),
-  }
-
-
-def vmapped_group(configs, repeats: int) -> dict:
-  """The same trials as one group: one compile, one program per epoch."""
+def _seconds(fn) -> float:
   start = time.perf_counter()
-  exp = experiment.setup(configs[0])
-  group = vmapped.build_group(exp, configs)
-  setup_s = time.perf_counter() - start
-  vmapped.compile_group(exp, group)
-  epoch_s = median_seconds(lambda: vmapped.train_epoch(exp, group, 0), repeats)
-  eval_s = median_seconds(lambda: vmapped.evaluate(exp, group, 'validation'), repeats)
-  return {
-    'setup_s': setup_s,
-    'compile_s': group.compile_seconds,
-    'epoch_s': epoch_s,
-    'eval_s': eval_s,
-  }
+  jax.block_until_ready(fn())
+  return time.perf_counter() - start
+
+
+class OneByOne:
+  """Every trial as dnn_jax.train runs it: its own experiment and compiled programs."""
+
+  def __init__(self, configs):
+    self.exps, self.setup_s, self.compile_s = [], 0.0, 0.0
+    for config in configs:
+      start = time.perf_counter()
+      exp = experiment.setup(config)
+      self.setup_s += time.perf_counter() - start
+      experiment.compile_training(exp)
+      self.compile_s += exp.compile_seconds
+      self.exps.append(exp)
+    self.steps_per_epoch = self.exps[0].steps_per_epoch
+
+  def epoch(self) -> float:
+    total = 0.0
+    for exp in self.exps:
+      ((first, end),) = exp.chunks
+      chunk, order = exp.compiled_chunk(end - first), exp.epoch_order(exp.shuffle_key, 0)
+
+      def call(exp=exp, chunk=chunk, order=order):
+        exp.state, sums = chunk(exp.state, *exp.arrays['train'], order, exp.example_key)
+        return sums
+
+      total += _seconds(call)
+    return total
+
+  def evaluate(self) -> float:
+    evaluate = experiment.evaluate
+    return sum(_seconds(lambda e=e: evaluate(e, e.state, 'validation')) for e in self.exps)
+
+
+class Vmapped:
+  """The same trials as one group: one compile, one program per epoch."""
+
+  def __init__(self, configs):
+    start = time.perf_counter()
+    self.exp = experiment.setup(configs[0])
+    self.group = vmapped.build_group(self.exp, configs)
+    self.setup_s = time.perf_counter() - start
+    vmapped.compile_group(self.exp, self.group)
+    self.compile_s = self.group.compile_seconds
+
+  def epoch(self) -> float:
+    return _seconds(lambda: vmapped.train_epoch(self.exp, self.group, 0))
+
+  def evaluate(self) -> float:
+    return _seconds(lambda: vmapped.evaluate(self.exp, self.group, 'validation'))
+
+
+def measure(configs, repeats: int) -> dict:
+  """Setup, compile, epoch and evaluation seconds of both ways; epochs in alternating rounds."""
+  ways = {'one_by_one': OneByOne(configs), 'vmapped': Vmapped(configs)}
+  times = {name: {'epoch_s': [], 'eval_s': []} for name in ways}
+  for round_ in range(repeats + 1):  # round 0 warms up
+    order = list(ways) if round_ % 2 == 0 else list(ways)[::-1]
+    for name in order:
+      epoch_s, eval_s = ways[name].epoch(), ways[name].evaluate()
+      if round_:
+        times[name]['epoch_s'].append(epoch_s)
+        times[name]['eval_s'].append(eval_s)
+  out = {}
+  for name, way in ways.items():
+    out[name] = {
+      'setup_s': way.setup_s,
+      'compile_s': way.compile_s,
+      'epoch_s': statistics.median(times[name]['epoch_s']),
+      'eval_s': statistics.median(times[name]['eval_s']),
+      'epoch_s_rounds': times[name]['epoch_s'],
+    }
+    out[name]['total_s'] = sum(out[name][k] for k in ('compile_s', 'epoch_s', 'eval_s'))
+  out['steps_per_epoch'] = ways['one_by_one'].steps_per_epoch
+  return out
 
 
 def main(argv):
@@ -94,11 +129,10 @@ def main(argv):
   dropouts = [float(d) for d in FLAGS.dropouts]
   learning_rates = [float(lr) for lr in FLAGS.learning_rates]
   configs = cli.run_reporting_errors(trial_configs, config, dropouts, learning_rates)
-  alone = one_by_one(configs, FLAGS.repeats)
-  together = vmapped_group(configs, FLAGS.repeats)
-  for result in (alone, together):
-    result['total_s'] = result['compile_s'] + result['epoch_s'] + result['eval_s']
+  measured = measure(configs, FLAGS.repeats)
+  alone, together = measured['one_by_one'], measured['vmapped']
   device = jax.devices()[0]
+  keys = ('compile_s', 'epoch_s', 'eval_s', 'total_s')
   result = {
     'benchmark': 'sweep_vmap',
     'device': device.device_kind if device.platform != 'cpu' else f'cpu, {os.cpu_count()} cores',
@@ -109,11 +143,11 @@ def main(argv):
     'repeats': FLAGS.repeats,
     'one_by_one': alone,
     'vmapped': together,
-    'speedup': {k: alone[k] / together[k] for k in ('compile_s', 'epoch_s', 'eval_s', 'total_s')},
-    # Time per optimizer step of all trials together: one by one, each trial's steps add up.
+    'speedup': {k: alone[k] / together[k] for k in keys},
+    # One optimizer step of every trial: one by one, the trials' steps add up.
     'step_ms': {
-      'one_by_one': 1e3 * alone['epoch_s'] / alone['steps_per_epoch'],
-      'vmapped': 1e3 * together['epoch_s'] / alone['steps_per_epoch'],
+      name: 1e3 * measured[name]['epoch_s'] / measured['steps_per_epoch']
+      for name in ('one_by_one', 'vmapped')
     },
   }
   print(json.dumps(result), flush=True)
@@ -123,17 +157,13 @@ def main(argv):
   )
   print(f'| {"seconds":<22} | {"one by one":>10} | {"vmapped":>8} | {"speed-up":>8} |')
   print('|' + '---|' * 4)
-  for key, name in (
-    ('compile_s', 'compile (train + eval)'),
-    ('epoch_s', 'train, 1 epoch'),
-    ('eval_s', 'evaluate'),
-    ('total_s', 'total'),
-  ):
+  names = ('compile (train + eval)', 'train, 1 epoch', 'evaluate', 'total')
+  for key, name in zip(keys, names, strict=True):
     speedup = result['speedup'][key]
     print(f'| {name:<22} | {alone[key]:>10.2f} | {together[key]:>8.2f} | {speedup:>7.2f}x |')
   print(
-    f'Per step of all {len(configs)} trials: {result["step_ms"]["one_by_one"]:.1f} ms one by one, '
-    f'{result["step_ms"]["vmapped"]:.1f} ms vmapped. Setup, not in the total: '
+    f'One step of all {len(configs)} trials: {result["step_ms"]["one_by_one"]:.1f} ms one by '
+    f'one, {result["step_ms"]["vmapped"]:.1f} ms vmapped. Setup, not in the total: '
     f'{alone["setup_s"]:.2f}s one by one, {together["setup_s"]:.2f}s vmapped.'
   )
 

@@ -87,7 +87,7 @@ def test_vmapped_trials_equal_the_same_trials_run_alone():
     for epoch in range(2):
       sums = vmapped.train_epoch(exp, group, epoch)
     together = vmapped._results(exp, group, sums, train_seconds=1.0)
-    for i, ([result], state) in enumerate(alone[: len(members)]):
+    for i, (result, state) in enumerate(alone[: len(members)]):
       params = jax.tree.map(lambda x, i=i: np.asarray(x[i]), group.state.params)
       for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(state.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -95,7 +95,7 @@ def test_vmapped_trials_equal_the_same_trials_run_alone():
       for key in ('loss', 'accuracy', 'val_loss', 'val_accuracy'):
         np.testing.assert_allclose(together[i][key], result[key], rtol=1e-5)
   # The trials did differ: dropout and learning rate changed what they learned.
-  assert len({round(r['val_loss'], 4) for (r,), _ in alone}) == 3
+  assert len({round(r['val_loss'], 4) for r, _ in alone}) == 3
 
 
 def test_a_group_refuses_trials_of_another_shape():

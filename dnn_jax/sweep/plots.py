@@ -8,7 +8,9 @@ best. For units and dropout these are the notebook's five plots, and the history
 import itertools
 import pathlib
 
+import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from dnn_jax.sweep import tables
 
@@ -41,11 +43,14 @@ def _draw(fig, ax, kind: str, x: str, y: str, table: list, objective: str, maxim
   done = [r for r in table if r['status'] == 'complete']
   best = [r for r in done if r['best']]
   if kind == 'pair':
+    values = [r[objective] for r in done]
+    # The worst few would stretch the colours over nothing: they saturate at the scale's end.
+    low, high = np.percentile(values, [10, 100] if maximize else [0, 90])
     points = ax.scatter(
-      [r[x] for r in done], [r[y] for r in done], c=[r[objective] for r in done],
-      cmap='viridis', s=36, edgecolors='k', linewidths=0.3,
+      [r[x] for r in done], [r[y] for r in done], c=values, cmap='viridis', vmin=low, vmax=high,
+      s=36, edgecolors='k', linewidths=0.3,
     )  # fmt: skip
-    fig.colorbar(points, ax=ax, label=_label(objective))
+    fig.colorbar(points, ax=ax, label=_label(objective), extend='min' if maximize else 'max')
     ax.set_title(f'{_label(y)} vs {_label(x)}, colour: {_label(objective)}', fontsize=10)
   elif kind == 'history':
     order = sorted(done, key=lambda r: r['trial'])
@@ -58,23 +63,35 @@ def _draw(fig, ax, kind: str, x: str, y: str, table: list, objective: str, maxim
       line.append(best_so_far)
     ax.step([r['trial'] for r in order], line, where='post', color='tab:red', label='best so far')
     ax.set_title(f'{_label(objective)} per trial', fontsize=10)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
   else:
     ax.scatter([r[x] for r in done], [r[y] for r in done], s=24, alpha=0.8)
     ax.set_title(f'{_label(y)} vs {_label(x)}', fontsize=10)
   if best:
-    ax.scatter(
-      [best[0][x]], [best[0][y]], marker='*', s=260, facecolors='none', edgecolors='tab:red',
-      linewidths=1.5, label=f'best: trial {best[0]["trial"]}', zorder=3,
+    bx, by = best[0][x], best[0][y]
+    ax.scatter([bx], [by], marker='*', s=260, facecolors='none', edgecolors='tab:red', zorder=3)
+    right = bx > np.median([r[x] for r in done])  # the label goes toward the middle
+    ax.annotate(
+      f'best: trial {best[0]["trial"]}', (bx, by), xytext=(-10 if right else 10, -14),
+      textcoords='offset points', ha='right' if right else 'left', color='tab:red', fontsize=8,
+      bbox={'boxstyle': 'round,pad=0.15', 'facecolor': 'white', 'edgecolor': 'none', 'alpha': 0.8},
     )  # fmt: skip
-    ax.legend(fontsize=8)
   ax.set_xlabel(_label(x))
   ax.set_ylabel(_label(y))
-  if x in LOG_PARAMS:
-    ax.set_xscale('log')
-  if y in LOG_PARAMS:
-    ax.set_yscale('log')
+  for key, which in ((x, 'x'), (y, 'y')):
+    if key in LOG_PARAMS:
+      _log_axis(ax, which, sorted({r[key] for r in done}))
   ax.grid(alpha=0.3)
+
+
+def _log_axis(ax, which: str, values) -> None:
+  """A log axis; a few distinct values are its ticks, written plainly (3e-4, not 3x10^-4)."""
+  getattr(ax, f'set_{which}scale')('log')
+  axis = ax.xaxis if which == 'x' else ax.yaxis
+  if len(values) <= 8:
+    axis.set_ticks(values, [f'{v:g}' for v in values])
+    axis.set_minor_formatter(NullFormatter())
 
 
 def write(table: list, param_names, objective: str, direction: str, workdir: pathlib.Path) -> list:

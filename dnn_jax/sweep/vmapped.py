@@ -14,7 +14,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import PartitionSpec as P
@@ -24,6 +23,7 @@ from dnn_jax.data import augment
 from dnn_jax.models import layers
 
 TRACED = ('seed', 'model.dropout', 'optimizer.learning_rate')  # may differ within a group
+METRIC_SUMS = ('loss', 'correct', 'count', 'nonfinite')
 
 
 def shape_key(config) -> str:
@@ -208,29 +208,41 @@ def run_group(exp: experiment.Experiment, trial_configs: list, cache: dict | Non
 def _results(exp, group: Group, sums: dict, train_seconds: float) -> list:
   val = evaluate(exp, group, 'validation')
   test = None if exp.splits.validation_is_test else evaluate(exp, group, 'test')
-  out = []
-  for i in range(group.size):
-    train = steps.means({k: sums[k][i] for k in ('loss', 'correct', 'count')})
-    result = {
-      'loss': train['loss'],
-      'accuracy': train['accuracy'],
-      'val_loss': val[i]['loss'],
-      'val_accuracy': val[i]['accuracy'],
-      'train_seconds': train_seconds / group.size,
-      'compile_seconds': group.compile_seconds / group.size,
-      'group_size': group.size,
-      'nonfinite_steps': int(sums['nonfinite'][i]),
-    }
-    if test is not None:
-      result['test_accuracy'] = test[i]['accuracy']
-    out.append(result)
-  return out
+  return [
+    _result(
+      {k: sums[k][i] for k in METRIC_SUMS},
+      val[i],
+      test and test[i],
+      train_seconds / group.size,
+      group.compile_seconds / group.size,
+      group.size,
+    )
+    for i in range(group.size)
+  ]
 
 
-def run_alone(trial_config) -> tuple[list, steps.TrainState]:
+def _result(sums, val, test, train_seconds, compile_seconds, group_size) -> dict:
+  """A trial's row: the last epoch's training metrics, validation (and test) metrics, times."""
+  train = steps.means(sums)
+  result = {
+    'loss': train['loss'],
+    'accuracy': train['accuracy'],
+    'val_loss': val['loss'],
+    'val_accuracy': val['accuracy'],
+    'train_seconds': train_seconds,
+    'compile_seconds': compile_seconds,
+    'group_size': group_size,
+    'nonfinite_steps': int(sums['nonfinite']),
+  }
+  if test is not None:
+    result['test_accuracy'] = test['accuracy']
+  return result
+
+
+def run_alone(trial_config) -> tuple[dict, steps.TrainState]:
   """One trial through experiment.setup and compile_training, as dnn_jax.train runs it.
 
-  The reference the vmapped groups are measured and tested against: ([result], final state).
+  The reference the vmapped groups are measured and tested against: (result, final state).
   """
   exp = experiment.setup(trial_config)
   experiment.compile_training(exp)
@@ -239,23 +251,11 @@ def run_alone(trial_config) -> tuple[list, steps.TrainState]:
   for epoch in range(trial_config.num_epochs):
     order = exp.epoch_order(exp.shuffle_key, epoch)
     epoch_key = jax.random.fold_in(exp.example_key, epoch)
-    epoch_sums = []
+    totals = dict.fromkeys(METRIC_SUMS, 0.0)
     for a, b in exp.chunks:
       state, sums = exp.compiled_chunk(b - a)(state, *exp.arrays['train'], order[a:b], epoch_key)
-      epoch_sums.append(jax.device_get(sums))
+      totals = {k: totals[k] + float(v) for k, v in jax.device_get(sums).items() if k in totals}
   train_seconds = time.perf_counter() - start
-  sums = {k: np.sum([s[k] for s in epoch_sums], keepdims=True) for k in epoch_sums[0]}
   val = experiment.evaluate(exp, state, 'validation')
-  result = {
-    'loss': float(sums['loss'][0] / sums['count'][0]),
-    'accuracy': float(sums['correct'][0] / sums['count'][0]),
-    'val_loss': val['loss'],
-    'val_accuracy': val['accuracy'],
-    'train_seconds': train_seconds,
-    'compile_seconds': exp.compile_seconds,
-    'group_size': 1,
-    'nonfinite_steps': int(sums['nonfinite'][0]),
-  }
-  if not exp.splits.validation_is_test:
-    result['test_accuracy'] = experiment.evaluate(exp, state, 'test')['accuracy']
-  return [result], state
+  test = None if exp.splits.validation_is_test else experiment.evaluate(exp, state, 'test')
+  return _result(totals, val, test, train_seconds, exp.compile_seconds, 1), state
