@@ -232,11 +232,12 @@ def test_a_workdir_of_another_sweep_is_refused(tmp_path):
     study.open_study(space.validated(other), tmp_path)
 
 
-def proposals(seed: int, count: int = 14) -> list:
+def proposals(seed: int, count: int = 14, trials_so_far: int = 0) -> list:
   """The first trials the real sweep's sampler proposes, told a fixed function of them."""
   sweep = mnist_mlp_units_dropout.get_config().sweep
   sweep.seed = seed
-  sampler_study = optuna.create_study(direction='maximize', sampler=study.make_sampler(sweep))
+  sampler = study.make_sampler(sweep, trials_so_far)
+  sampler_study = optuna.create_study(direction='maximize', sampler=sampler)
   out = []
   for _ in range(count):  # past the 10 random startup trials, into TPE's own proposals
     trial = sampler_study.ask(space.distributions(sweep))
@@ -249,5 +250,9 @@ def test_tpe_with_a_fixed_seed_proposes_the_same_trials():
   first = proposals(seed=0)
   assert proposals(seed=0) == first
   assert proposals(seed=1) != first
+  # A sweep continued after 7 trials does not replay the first run's random proposals.
+  continued = proposals(seed=0, count=3, trials_so_far=7)
+  assert continued == proposals(seed=0, count=3, trials_so_far=7)
+  assert continued != first[:3]
   units = mnist_mlp_units_dropout.get_config().sweep.params.units
   assert all(p['units'] in range(units.low, units.high + 1, units.step) for p in first)

@@ -2,8 +2,8 @@
 
 import json
 import pathlib
-import warnings
 
+import numpy as np
 import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
@@ -29,15 +29,23 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
     del study, trial, state, values
 
 
-def make_sampler(sweep) -> optuna.samplers.BaseSampler:
-  """The configured sampler, seeded: the same config proposes the same trials."""
+def make_sampler(sweep, trials_so_far: int = 0) -> optuna.samplers.BaseSampler:
+  """The configured sampler, seeded: the same config proposes the same trials.
+
+  A sweep continued after trials_so_far trials reseeds TPE and random sampling from (seed,
+  trials_so_far), so they do not replay the first run's proposals. The grid keeps its seed:
+  it fixes the grid's order, which a continued sweep must share.
+  """
   if sweep.sampler == 'grid':
     return AskTellGridSampler(space.grid(sweep), seed=sweep.seed)
+  seed = sweep.seed
+  if trials_so_far:
+    seed = int(np.random.SeedSequence([sweep.seed, trials_so_far]).generate_state(1)[0])
   if sweep.sampler == 'random':
-    return optuna.samplers.RandomSampler(seed=sweep.seed)
+    return optuna.samplers.RandomSampler(seed=seed)
   # Trials asked as a batch before any is told: the constant liar (optuna's default) keeps
   # them apart instead of proposing the same point several times.
-  return optuna.samplers.TPESampler(seed=sweep.seed, n_startup_trials=sweep.startup_trials)
+  return optuna.samplers.TPESampler(seed=seed, n_startup_trials=sweep.startup_trials)
 
 
 def _fingerprint(config) -> dict:
@@ -58,10 +66,8 @@ def _first_difference(a, b, prefix='config') -> str:
 def open_study(config, workdir: pathlib.Path) -> optuna.Study:
   """The workdir's study (created on the first run); refuses a workdir of another sweep."""
   optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep prints its own lines
-  with warnings.catch_warnings():
-    # JournalFileBackend's default lock is fine for one machine; optuna calls it experimental.
-    warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
-    storage = JournalStorage(JournalFileBackend(str(workdir / JOURNAL)))
+  # An append-only file of operations: a kill at any moment leaves the trials told so far.
+  storage = JournalStorage(JournalFileBackend(str(workdir / JOURNAL)))
   study = optuna.create_study(
     storage=storage,
     study_name=STUDY_NAME,
@@ -69,6 +75,8 @@ def open_study(config, workdir: pathlib.Path) -> optuna.Study:
     sampler=make_sampler(config.sweep),
     load_if_exists=True,
   )
+  if trials_so_far := len(study.get_trials(deepcopy=False)):
+    study.sampler = make_sampler(config.sweep, trials_so_far)
   fingerprint = _fingerprint(config)
   saved = study.user_attrs.get('config')
   if saved is None:

@@ -29,7 +29,8 @@ METRIC_SUMS = ('loss', 'correct', 'count', 'nonfinite')
 def shape_key(config) -> str:
   """Equal for trials that can train together: their configs but for the TRACED keys."""
   plain = config.to_dict()
-  del plain['seed'], plain['model']['dropout'], plain['optimizer']['learning_rate']
+  del plain['seed'], plain['optimizer']['learning_rate']
+  plain['model'].pop('dropout', None)  # an MLP's; a CNN's rates are in its layers string
   return json.dumps(plain, sort_keys=True, default=str)
 
 
@@ -102,7 +103,7 @@ def build_group(exp: experiment.Experiment, trial_configs: list) -> Group:
       seed=config.seed,
     )
     for _, module in nnx.iter_graph(model):
-      if isinstance(module, layers.Dropout):
+      if isinstance(module, layers.Dropout) and 'dropout' in model_config:
         module.hold_rate_in_state(config.model.dropout)
     graphdef, state = steps.init_state(model, tx)
     lr = config.optimizer.learning_rate
