@@ -28,9 +28,11 @@ def test_dropout_rate_scale_and_keys():
 @pytest.mark.parametrize(
   'kernel_size, strides, padding, shape',
   [(3, 1, 'valid', (2, 9, 9, 3)), (3, 1, 'same', (2, 8, 8, 4)), (1, 2, 'same', (2, 8, 8, 5)),
-   (3, 2, 'same', (2, 7, 7, 2)), (1, 1, 'valid', (2, 5, 5, 3)), (3, 2, 'valid', (1, 9, 8, 2))],
+   (3, 2, 'same', (2, 7, 7, 2)), (1, 1, 'valid', (2, 5, 5, 3)), (3, 2, 'valid', (1, 9, 8, 2)),
+   (2, 1, 'same', (2, 7, 6, 2)), (4, 1, 'same', (1, 9, 8, 3)), (5, 1, 'valid', (2, 9, 11, 2))],
 )  # fmt: skip
 def test_conv_as_matmul_equals_xla_conv_and_its_gradient(kernel_size, strides, padding, shape):
+  # Even kernels put SAME's odd pixel after, and strides skip rows: the gradients must follow.
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=shape), jnp.float32)
   kernel = jnp.asarray(rng.normal(size=(kernel_size, kernel_size, shape[-1], 6)), jnp.float32)
@@ -46,30 +48,7 @@ def test_conv_as_matmul_equals_xla_conv_and_its_gradient(kernel_size, strides, p
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize(
-  'kernel_size, strides, padding, shape',
-  [(3, 1, 'valid', (2, 9, 9, 3)), (3, 1, 'same', (2, 8, 8, 4)), (2, 1, 'same', (2, 7, 6, 2)),
-   (4, 1, 'same', (1, 9, 8, 3)), (5, 1, 'valid', (2, 9, 11, 2)), (1, 2, 'same', (2, 8, 8, 5)),
-   (3, 2, 'same', (2, 7, 7, 2)), (3, 2, 'valid', (1, 9, 8, 2)), (2, 3, 'same', (1, 8, 10, 2))],
-)  # fmt: skip
-def test_conv_forward_grads_equals_xla_conv_and_its_gradient(kernel_size, strides, padding, shape):
-  # Even kernels put SAME's odd pixel after, and strides skip rows: the gradients must follow.
-  rng = np.random.default_rng(1)
-  x = jnp.asarray(rng.normal(size=shape), jnp.float32)
-  kernel = jnp.asarray(rng.normal(size=(kernel_size, kernel_size, shape[-1], 6)), jnp.float32)
-  xla = lambda x, k: jax.lax.conv_general_dilated(
-    x, k, (strides, strides), padding.upper(), dimension_numbers=('NHWC', 'HWIO', 'NHWC')
-  )
-  ours = lambda x, k: layers.conv_forward_grads(x, k, strides, padding)
-  np.testing.assert_allclose(ours(x, kernel), xla(x, kernel), rtol=1e-5, atol=1e-5)
-  loss = lambda conv: lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
-  grads_ours = jax.grad(loss(ours), argnums=(0, 1))(x, kernel)
-  grads_xla = jax.grad(loss(xla), argnums=(0, 1))(x, kernel)
-  for a, b in zip(grads_ours, grads_xla, strict=True):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-
-
-def test_conv_forward_grads_in_bfloat16_keeps_dtypes_and_stays_close():
+def test_conv_as_matmul_in_bfloat16_keeps_dtypes_and_stays_close():
   rng = np.random.default_rng(2)
   x = jnp.asarray(rng.normal(size=(4, 8, 8, 3)), jnp.float32)
   kernel = jnp.asarray(rng.normal(size=(3, 3, 3, 5)), jnp.float32)
@@ -77,7 +56,7 @@ def test_conv_forward_grads_in_bfloat16_keeps_dtypes_and_stays_close():
 
   def loss(dtype):
     def fn(x, k):
-      y = layers.conv_forward_grads(x.astype(dtype), k.astype(dtype), 1, 'same')
+      y = layers.conv_as_matmul(x.astype(dtype), k.astype(dtype), 1, 'same')
       assert y.dtype == dtype
       return jnp.sum(y.astype(jnp.float32) * weights)
 

@@ -56,7 +56,7 @@ class Dense(nnx.Module):
     return ACTIVATIONS[self.activation](self.linear(x_BxD))
 
 
-CONV_IMPLEMENTATIONS = ('auto', 'forward_convs', 'patches', 'xla')
+CONV_IMPLEMENTATIONS = ('auto', 'patches', 'xla')
 NHWC = ('NHWC', 'HWIO', 'NHWC')  # lax.conv_general_dilated's dimension_numbers
 
 
@@ -71,86 +71,83 @@ def _conv_pads(size_hw, kernel_hw, strides: int, padding: str) -> list[tuple[int
   return pads
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv_forward_grads(x_BxHxWxC, kernel_KxKxCxF, strides: int, padding: str):
-  """A convolution whose two gradients are also computed as forward convolutions.
-
-  XLA's CPU backend runs forward convolutions fast but the convolutions JAX derives for the
-  gradients slowly (the kernel gradient ~60x slower). Rewritten: the input gradient is the
-  output gradient, dilated by the strides and padded, convolved with the flipped, transposed
-  kernel; the kernel gradient is the input convolved with the output gradient (dilated by the
-  strides), batch and channels swapped.
-  """
-  pads = _conv_pads(x_BxHxWxC.shape[1:3], kernel_KxKxCxF.shape[:2], strides, padding)
-  return jax.lax.conv_general_dilated(
-    x_BxHxWxC, kernel_KxKxCxF, (strides, strides), pads, dimension_numbers=NHWC
-  )
-
-
-def _conv_forward_grads_fwd(x_BxHxWxC, kernel_KxKxCxF, strides, padding):
-  y = conv_forward_grads(x_BxHxWxC, kernel_KxKxCxF, strides, padding)
-  return y, (x_BxHxWxC, kernel_KxKxCxF)
-
-
-def _conv_forward_grads_bwd(strides, padding, residuals, g_BxHxWxF):
-  x_BxHxWxC, kernel_KxKxCxF = residuals
-  size_hw, kernel_hw, out_hw = x_BxHxWxC.shape[1:3], kernel_KxKxCxF.shape[:2], g_BxHxWxF.shape[1:3]
-  pads = _conv_pads(size_hw, kernel_hw, strides, padding)
-  # dx[b, y, x, c] = sum over (i, j, f) of g[b, (y + lo - i) / s, ..., f] * kernel[i, j, c, f]
-  full_pads = [
-    (k - 1 - lo, size - (out - 1) * strides - 1 + lo)
-    for size, k, out, (lo, _) in zip(size_hw, kernel_hw, out_hw, pads, strict=True)
-  ]
-  flipped_KxKxFxC = jnp.flip(kernel_KxKxCxF, (0, 1)).transpose(0, 1, 3, 2)
-  dx = jax.lax.conv_general_dilated(
-    g_BxHxWxF, flipped_KxKxFxC, (1, 1), full_pads, lhs_dilation=(strides, strides),
-    dimension_numbers=NHWC,
-  )  # fmt: skip
-  # dkernel[i, j, c, f] = sum over (b, y, x) of x[b, s y + i - lo, s x + j - lo, c] g[b, y, x, f]:
-  # x as [C, H, W, B] (channels as the batch) convolved with g as an [H, W, B, F] kernel.
-  dkernel_CxKxKxF = jax.lax.conv_general_dilated(
-    x_BxHxWxC.transpose(3, 1, 2, 0), g_BxHxWxF.transpose(1, 2, 0, 3), (1, 1), pads,
-    rhs_dilation=(strides, strides), dimension_numbers=NHWC, preferred_element_type=jnp.float32,
-  )[:, : kernel_hw[0], : kernel_hw[1]]  # fmt: skip  # strides may leave rows the kernel skips
-  return dx, dkernel_CxKxKxF.transpose(1, 2, 0, 3).astype(kernel_KxKxCxF.dtype)
-
-
-conv_forward_grads.defvjp(_conv_forward_grads_fwd, _conv_forward_grads_bwd)
-
-
-def conv_as_matmul(x_BxHxWxC, kernel_KxKxCxF, strides: int, padding: str):
-  """A convolution as shifted slices (im2col) and one matmul; equals lax.conv_general_dilated.
-
-  On CPU, XLA's convolution gradients are slow, and inside a lax.scan about 15x slower
-  still; slices and a matmul (whose transposes are pads, adds and matmuls) are not.
-  """
-  k, _, c, f = kernel_KxKxCxF.shape
+def patches(x_BxHxWxC, kernel_size: int, strides: int, padding: str):
+  """im2col as shifted slices: [B, H', W', K * K * C], ordered as a KxKxCxF kernel's rows."""
+  k = kernel_size
+  pads = _conv_pads(x_BxHxWxC.shape[1:3], (k, k), strides, padding)
+  x_BxHxWxC = jnp.pad(x_BxHxWxC, [(0, 0), *pads, (0, 0)])
   h, w = x_BxHxWxC.shape[1:3]
-  if padding == 'same':  # XLA's (and Keras's) SAME: the odd pixel goes after
-    out_h, out_w = -(-h // strides), -(-w // strides)
-    pad_h = max((out_h - 1) * strides + k - h, 0)
-    pad_w = max((out_w - 1) * strides + k - w, 0)
-    pads = ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0))
-    x_BxHxWxC = jnp.pad(x_BxHxWxC, pads)
-  else:
-    out_h, out_w = (h - k) // strides + 1, (w - k) // strides + 1
+  out_h, out_w = (h - k) // strides + 1, (w - k) // strides + 1
   span_h, span_w = (out_h - 1) * strides + 1, (out_w - 1) * strides + 1
-  patches = [
+  slices = [
     x_BxHxWxC[:, i : i + span_h : strides, j : j + span_w : strides, :]
     for i in range(k)
     for j in range(k)
   ]
-  patches_BxHxWxP = patches[0] if k == 1 else jnp.concatenate(patches, axis=-1)
+  return slices[0] if k == 1 else jnp.concatenate(slices, axis=-1)
+
+
+def input_grad_as_conv(g_BxHxWxF, kernel_KxKxCxF, size_hw, padding: str):
+  """A stride-1 convolution's input gradient as one forward convolution.
+
+  dx[b, y, x, c] = sum over (i, j, f) of g[b, y + lo - i, x + lo - j, f] kernel[i, j, c, f]:
+  the output gradient, padded, convolved with the flipped, transposed kernel.
+  """
+  kernel_hw = kernel_KxKxCxF.shape[:2]
+  pads = _conv_pads(size_hw, kernel_hw, 1, padding)
+  full_pads = [(k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(kernel_hw, pads, strict=True)]
+  flipped_KxKxFxC = jnp.flip(kernel_KxKxCxF, (0, 1)).transpose(0, 1, 3, 2)
+  return jax.lax.conv_general_dilated(
+    g_BxHxWxF, flipped_KxKxFxC, (1, 1), full_pads, dimension_numbers=NHWC
+  )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_as_matmul(x_BxHxWxC, kernel_KxKxCxF, strides: int, padding: str):
+  """A convolution as shifted slices (im2col) and one matmul; equals lax.conv_general_dilated.
+
+  On CPU, the convolutions JAX derives for lax.conv's gradients are slow (the kernel
+  gradient ~60x, inside a lax.scan slower still). Here the kernel gradient is one matmul
+  with the patches, and the input gradient is a forward convolution, which XLA's CPU backend
+  runs fast: ~3x faster than the transpose of im2col (a matmul with a small inner dimension,
+  then adding the 9 shifted slices back).
+  """
+  k, _, c, f = kernel_KxKxCxF.shape
+  patches_BxHxWxP = patches(x_BxHxWxC, k, strides, padding)
   return patches_BxHxWxP @ kernel_KxKxCxF.reshape(k * k * c, f)
+
+
+def _conv_as_matmul_fwd(x_BxHxWxC, kernel_KxKxCxF, strides, padding):
+  k, _, c, f = kernel_KxKxCxF.shape
+  patches_BxHxWxP = patches(x_BxHxWxC, k, strides, padding)
+  y = patches_BxHxWxP @ kernel_KxKxCxF.reshape(k * k * c, f)
+  return y, (x_BxHxWxC, patches_BxHxWxP, kernel_KxKxCxF)
+
+
+def _conv_as_matmul_bwd(strides, padding, residuals, g_BxHxWxF):
+  x_BxHxWxC, patches_BxHxWxP, kernel_KxKxCxF = residuals
+  k, _, c, f = kernel_KxKxCxF.shape
+  dkernel_PxF = jnp.einsum(
+    'bhwp,bhwf->pf', patches_BxHxWxP, g_BxHxWxF, preferred_element_type=jnp.float32
+  )
+  dkernel = dkernel_PxF.reshape(k, k, c, f).astype(kernel_KxKxCxF.dtype)
+  if strides == 1 and k > 1:
+    dx = input_grad_as_conv(g_BxHxWxF, kernel_KxKxCxF, x_BxHxWxC.shape[1:3], padding)
+  else:  # strided or 1x1: im2col's own transpose is a matmul and a scatter into a strided grid
+    dpatches = g_BxHxWxF @ kernel_KxKxCxF.reshape(k * k * c, f).T
+    (dx,) = jax.vjp(lambda x: patches(x, k, strides, padding), x_BxHxWxC)[1](dpatches)
+  return dx.astype(x_BxHxWxC.dtype), dkernel
+
+
+conv_as_matmul.defvjp(_conv_as_matmul_fwd, _conv_as_matmul_bwd)
 
 
 class Conv2D(nnx.Module):
   """Keras Conv2D (NHWC): 'valid' or 'same' padding, optional L2 penalty on the kernel.
 
-  implementation: 'xla' (lax.conv and the gradients JAX derives), 'forward_convs'
-  (conv_forward_grads), 'patches' (conv_as_matmul) or 'auto': on a CPU in training,
-  where XLA's own convolution gradients are slow, forward_convs for stride-1 kernels larger
-  than 1x1 and patches otherwise (a 1x1 convolution is a matmul); XLA's convolution elsewhere.
+  implementation: 'xla' (lax.conv and the gradients JAX derives), 'patches' (conv_as_matmul)
+  or 'auto': patches when training on a CPU, where XLA's convolution gradients are slow, and
+  XLA's convolution otherwise, whose forward pass is the faster one on CPU too.
   """
 
   def __init__(
@@ -167,7 +164,6 @@ class Conv2D(nnx.Module):
       padding=padding.upper(), use_bias=use_bias, kernel_init=INITIALIZERS[kernel_init],
       bias_init=zeros, rngs=rngs,
     )  # fmt: skip
-    self.kernel_size = kernel_size
     self.strides = strides
     self.padding = padding
     self.activation = activation
@@ -177,17 +173,11 @@ class Conv2D(nnx.Module):
   def __call__(self, x_BxHxWxC, train: Train | None = None):
     implementation = self.implementation
     if implementation == 'auto':
-      implementation = 'xla'
-      if jax.default_backend() == 'cpu' and train is not None:
-        pointwise_or_strided = self.kernel_size == 1 or self.strides != 1
-        implementation = 'patches' if pointwise_or_strided else 'forward_convs'
+      on_cpu = jax.default_backend() == 'cpu'
+      implementation = 'patches' if on_cpu and train is not None else 'xla'
     if implementation == 'xla':
       return ACTIVATIONS[self.activation](self.conv(x_BxHxWxC))
-    kernel = self.conv.kernel[...]
-    if implementation == 'forward_convs':
-      y = conv_forward_grads(x_BxHxWxC, kernel.astype(x_BxHxWxC.dtype), self.strides, self.padding)
-    else:
-      y = conv_as_matmul(x_BxHxWxC, kernel, self.strides, self.padding)
+    y = conv_as_matmul(x_BxHxWxC, self.conv.kernel[...], self.strides, self.padding)
     if self.conv.bias is not None:
       y = y + self.conv.bias[...]
     return ACTIVATIONS[self.activation](y)
