@@ -25,6 +25,28 @@ def test_dropout_rate_scale_and_keys():
   np.testing.assert_array_equal(dropout(x), x)  # no keys: evaluation
 
 
+@pytest.mark.parametrize('keep', [0.5, 0.8, 0.95])
+def test_keep_masks_are_bernoulli_and_uncorrelated(keep):
+  # The hash-based masks must look like independent Bernoulli(keep) draws: the right mean,
+  # and no correlation between neighbouring units, neighbouring examples or two layers.
+  keys = jax.random.split(jax.random.key(3), 4096)
+  masks = np.asarray(layers.keep_masks(keys, 0, (512,), keep), np.float64)
+  other_layer = np.asarray(layers.keep_masks(keys, 1, (512,), keep), np.float64)
+  sigma = np.sqrt(keep * (1 - keep) / masks.size)
+  assert abs(masks.mean() - keep) < 5 * sigma
+  centered = masks - keep
+  variance = keep * (1 - keep)
+  bound = 5 / np.sqrt(masks.size)  # correlations of independent draws are ~N(0, 1/n)
+  for a, b in [
+    (centered[:, :-1], centered[:, 1:]),  # unit i and i + 1
+    (centered[:-1], centered[1:]),  # example b and b + 1
+    (centered, other_layer - keep),  # the same example in two dropout layers
+  ]:
+    assert abs((a * b).mean() / variance) < bound
+  per_unit = masks.mean(0)  # every unit is dropped at the same rate
+  assert np.abs(per_unit - keep).max() < 5 * np.sqrt(keep * (1 - keep) / masks.shape[0])
+
+
 @pytest.mark.parametrize(
   'kernel_size, strides, padding, shape',
   [(3, 1, 'valid', (2, 9, 9, 3)), (3, 1, 'same', (2, 8, 8, 4)), (1, 2, 'same', (2, 8, 8, 5)),
