@@ -28,7 +28,7 @@ def run_reporting_errors(fn, *args, **kwargs):
 
 
 def parse_flags(argv):
-  """absl's flag parsing, for app.run: an unknown --config key is one line, not a traceback."""
+  """absl's flag parsing, for app.run: a bad --config key or a stray argument is one line."""
   try:
     remaining = app.parse_flags_with_usage(argv)  # absl's own errors: a line and a usage hint
   except (AttributeError, KeyError) as e:  # ml_collections on a key the config lacks
@@ -41,6 +41,12 @@ def parse_flags(argv):
       f'error: {(culprit or overrides or ["a --config override"])[0]} names no config key'
       + (f'; did you mean {guess.group(1)!r}?' if guess else '')
       + ' (new keys, e.g. augmentations, belong in the experiment file)',
+      file=sys.stderr,
+    )
+    sys.exit(2)
+  if len(remaining) > 1:  # every command here takes flags only
+    print(
+      f'error: unexpected arguments: {" ".join(remaining[1:])}; flags take the form --name=value',
       file=sys.stderr,
     )
     sys.exit(2)

@@ -73,8 +73,7 @@ def evaluate_checkpoint(workdir, which: str = 'latest') -> dict:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # cli.parse_flags refuses positional arguments
   cli.run_reporting_errors(evaluate_checkpoint, FLAGS.workdir, FLAGS.checkpoint)
 
 

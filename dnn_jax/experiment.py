@@ -125,8 +125,7 @@ def setup(config) -> Experiment:
     functools.partial(steps.epoch_order, num_examples=num_train, batch_size=config.batch_size),
     out_shardings=order_sharding,
   )
-  root_key = jax.random.key(config.seed)
-  shuffle_key, example_key = jax.random.fold_in(root_key, 1), jax.random.fold_in(root_key, 2)
+  shuffle_key, example_key = run_keys(config.seed)
   return Experiment(
     config=config,
     mesh=mesh,
@@ -159,7 +158,7 @@ def compile_evaluators(exp: Experiment) -> None:
   start = time.perf_counter()
   wrap = parallel.pmap_evaluate if exp.config.parallel == 'pmap' else parallel.shard_evaluate
   evaluate = steps.make_evaluate(
-    exp.graphdef, _augmenter(exp.config.eval_augment), jnp.dtype(exp.config.dtype)
+    exp.graphdef, augmenter(exp.config.eval_augment), jnp.dtype(exp.config.dtype)
   )
   evaluate = wrap(evaluate, exp.mesh)
   by_shape = {}
@@ -176,7 +175,7 @@ def compile_training(exp: Experiment) -> None:
   train_chunk = steps.make_train_chunk(
     exp.graphdef,
     exp.tx,
-    _augmenter(exp.config.augment),
+    augmenter(exp.config.augment),
     skip_nonfinite=exp.config.on_nonfinite == 'skip_step',
     compute_dtype=jnp.dtype(exp.config.dtype),
   )
@@ -194,7 +193,13 @@ def build(config) -> Experiment:
   return exp
 
 
-def _augmenter(chain_config):
+def run_keys(seed: int):
+  """(shuffle key, example key) of a run: its data order and its per-example randomness."""
+  root_key = jax.random.key(seed)
+  return jax.random.fold_in(root_key, 1), jax.random.fold_in(root_key, 2)
+
+
+def augmenter(chain_config):
   """fn(keys_B, images_BxHxWxC) -> images for a chain config; None when it is empty."""
   if not chain_config:
     return None

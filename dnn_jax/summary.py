@@ -12,7 +12,8 @@ from flax import nnx
 WIDTHS = (29, 26, 12)
 
 
-def _count(module, variable_filter) -> int:
+def count(module, variable_filter=...) -> int:
+  """How many numbers the module holds in variables matching variable_filter (all by default)."""
   return sum(x.size for x in jax.tree.leaves(nnx.state(module, variable_filter)))
 
 
@@ -33,15 +34,15 @@ def rows(model: nnx.Module, input_shape) -> list[tuple[str, str, str, int]]:
     name = base if base not in seen else f'{base}_{seen[base]}'
     seen[base] = seen.get(base, 0) + 1
     shape = '(None, ' + ', '.join(str(d) for d in spec.shape[1:]) + ')'
-    table.append((name, kind, shape, _count(layer, ...)))  # Keras counts BN statistics too
+    table.append((name, kind, shape, count(layer, ...)))  # Keras counts BN statistics too
   return table
 
 
 def format_summary(model: nnx.Module, input_shape, title: str = '') -> str:
   """The summary as Keras 2 prints it (the first column widens for long layer names)."""
   table = rows(model, input_shape)
-  total = _count(model, ...)
-  trainable = _count(model, nnx.Param)
+  total = count(model, ...)
+  trainable = count(model, nnx.Param)
   widths = (max([WIDTHS[0]] + [len(f' {n} ({k}) ') for n, k, _, _ in table]), *WIDTHS[1:])
   line = '_' * sum(widths)
   out = [f'Model: "{title or _snake(type(model).__name__)}"', line]

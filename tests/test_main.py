@@ -64,6 +64,7 @@ def test_train_from_the_command_line_with_overrides(tmp_path):
       "--config.optimizer.learnig_rate names no config key; did you mean 'learning_rate'?",
     ),
     ('--config=experiments/nope.py', 'no config file experiments/nope.py; experiments are in'),
+    ('num_epochs=3', 'unexpected arguments: num_epochs=3; flags take the form --name=value'),
   ],
 )
 def test_bad_config_is_one_line_without_traceback(tmp_path, override, message):

@@ -27,8 +27,7 @@ def report(workdir, which: str) -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # cli.parse_flags refuses positional arguments
   cli.run_reporting_errors(report, FLAGS.workdir, FLAGS.checkpoint)
 
 

@@ -68,12 +68,12 @@ def _add_bottleneck(graph: Graph, block: PreactBottleneck, name: str, source: in
   last, y = source, spec
   for attr, layer in path:
     y = _through(layer, y)
-    node = Node(f'{name}/{attr}', type(layer).__name__, _shape(y), summary._count(layer, ...))
+    node = Node(f'{name}/{attr}', type(layer).__name__, _shape(y), summary.count(layer, ...))
     last = graph.add(node, last)
   branch = source  # identity
   if block.shortcut is not None:
     s = _through(block.shortcut, spec)
-    params = summary._count(block.shortcut, ...)
+    params = summary.count(block.shortcut, ...)
     node = Node(f'{name}/shortcut', type(block.shortcut).__name__, _shape(s), params, lane=1)
     branch = graph.add(node, source, role='shortcut')
   add = graph.add(Node(f'{name}/add', 'Add', _shape(y), 0), last)
@@ -238,14 +238,13 @@ def draw_model(model, input_shape, out_stem: pathlib.Path, max_blocks: int = MAX
     max_blocks: residual blocks drawn in full per stage (0: all); see MAX_BLOCKS.
   """
   graph = build_graph(model, input_shape, max_blocks)
-  total, trainable = summary._count(model, ...), summary._count(model, nnx.Param)
+  total, trainable = summary.count(model, ...), summary.count(model, nnx.Param)
   title = f'{type(model).__name__}: {total:,} params ({trainable:,} trainable)'
   return draw(graph, out_stem, title)
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # cli.parse_flags refuses positional arguments
   cli.run_reporting_errors(_draw_config, FLAGS.config, FLAGS.out, FLAGS.max_blocks)
 
 

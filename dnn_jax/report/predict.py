@@ -5,8 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from dnn_jax import steps
-from dnn_jax.data import augment
+from dnn_jax import experiment, steps
 
 
 def batched(fn, arrays_N: tuple, batch_size: int) -> np.ndarray:
@@ -24,15 +23,14 @@ def batched(fn, arrays_N: tuple, batch_size: int) -> np.ndarray:
 
 def model_inputs(images_N: np.ndarray, eval_augment, batch_size: int) -> np.ndarray:
   """float32 inputs in [0, 1] as evaluation feeds them (config.eval_augment applied)."""
-  if not eval_augment:
+  augmenter = experiment.augmenter(eval_augment)
+  if augmenter is None:
     return images_N.astype(np.float32) / 255.0
-  chain = augment.make_chain(eval_augment)
 
   @jax.jit
   def inputs(images_Bx, index_B):
     # As steps.make_evaluate: deterministic preprocessing, keyed by the example's index.
     keys_B = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.key(0), index_B)
-    augmenter = lambda k, x: augment.augment_batch(chain, k, x)
     return steps.to_inputs(images_Bx, augmenter, keys_B)
 
   index_N = np.arange(len(images_N), dtype=np.int32)

@@ -18,8 +18,7 @@ flags.mark_flags_as_required(['config'])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  del argv  # cli.parse_flags refuses positional arguments
   from dnn_jax.sweep import run  # after flag parsing: JAX starts on import
 
   config_path = config_flags.get_config_filename(FLAGS['config'])

@@ -19,7 +19,6 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from dnn_jax import experiment, models, optim, parallel, steps
-from dnn_jax.data import augment
 from dnn_jax.models import layers
 
 TRACED = ('seed', 'model.dropout', 'optimizer.learning_rate')  # may differ within a group
@@ -32,12 +31,6 @@ def shape_key(config) -> str:
   del plain['seed'], plain['optimizer']['learning_rate']
   plain['model'].pop('dropout', None)  # an MLP's; a CNN's rates are in its layers string
   return json.dumps(plain, sort_keys=True, default=str)
-
-
-def trial_keys(seed: int):
-  """(shuffle key, example key) of a run with this seed, derived as experiment.setup does."""
-  root_key = jax.random.key(seed)
-  return jax.random.fold_in(root_key, 1), jax.random.fold_in(root_key, 2)
 
 
 def scaled_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -57,13 +50,6 @@ def scaled_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformati
 def _with_learning_rate(opt_state, learning_rate: float):
   inner, scale = opt_state
   return inner, scale._replace(hyperparams={'step_size': jnp.asarray(learning_rate, jnp.float32)})
-
-
-def _augmenter(chain_config):
-  if not chain_config:
-    return None
-  chain = augment.make_chain(chain_config)
-  return lambda keys_B, images: augment.augment_batch(chain, keys_B, images)
 
 
 @dataclasses.dataclass
@@ -123,7 +109,7 @@ def _epoch_inputs(exp: experiment.Experiment, group: Group, epoch: int):
   configs = group.configs[:1] if group.shared_seed else group.configs
   orders, keys = [], []
   for config in configs:
-    shuffle_key, example_key = trial_keys(config.seed)
+    shuffle_key, example_key = experiment.run_keys(config.seed)
     orders.append(exp.epoch_order(shuffle_key, epoch))
     keys.append(jax.random.fold_in(example_key, epoch))
   if group.shared_seed:
@@ -143,7 +129,7 @@ def compile_group(exp: experiment.Experiment, group: Group, cache: dict | None =
   chunk = steps.make_train_chunk(
     group.graphdef,
     group.tx,
-    _augmenter(config.augment),
+    experiment.augmenter(config.augment),
     skip_nonfinite=config.on_nonfinite == 'skip_step',
     compute_dtype=jnp.dtype(config.dtype),
   )
@@ -160,7 +146,7 @@ def compile_group(exp: experiment.Experiment, group: Group, cache: dict | None =
   order, keys = _epoch_inputs(exp, group, 0)
   group.train = train.lower(group.state, *exp.arrays['train'], order, keys).compile()
   evaluate = steps.make_evaluate(
-    group.graphdef, _augmenter(config.eval_augment), jnp.dtype(config.dtype)
+    group.graphdef, experiment.augmenter(config.eval_augment), jnp.dtype(config.dtype)
   )
   evaluate = jax.jit(
     parallel.data_parallel(
