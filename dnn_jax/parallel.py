@@ -7,6 +7,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from dnn_jax import xla_options
 from dnn_jax.errors import ConfigError
 
 DATA_AXIS = 'data'
@@ -97,13 +98,15 @@ def shard_train_chunk(train_chunk, mesh: Mesh):
       out_specs=(P(), P()),
     ),
     donate_argnums=0,
+    compiler_options=xla_options.compiler_options(),
   )
 
 
 def shard_evaluate(evaluate, mesh: Mesh):
   """jit(shard_map) of steps.make_evaluate's fn: state and data replicated, order sharded."""
   return jax.jit(
-    data_parallel(evaluate, mesh, in_specs=(P(), P(), P(), P(None, DATA_AXIS)), out_specs=P())
+    data_parallel(evaluate, mesh, in_specs=(P(), P(), P(), P(None, DATA_AXIS)), out_specs=P()),
+    compiler_options=xla_options.compiler_options(),
   )
 
 
@@ -126,7 +129,9 @@ def _pmapped(per_device_fn, mesh: Mesh, num_args: int, out_axes, donate_argnums=
     order = args[3].reshape(steps, count, batch // count)
     return mapped(*args[:3], order, *args[4:])
 
-  return jax.jit(call, donate_argnums=donate_argnums)
+  return jax.jit(
+    call, donate_argnums=donate_argnums, compiler_options=xla_options.compiler_options()
+  )
 
 
 def pmap_train_chunk(train_chunk, mesh: Mesh):

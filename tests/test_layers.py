@@ -1,5 +1,7 @@
 """dnn_jax.models.layers: dropout keys, conv as matmul, BatchNorm against Keras and devices."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +9,7 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from dnn_jax import parallel
+from dnn_jax import parallel, xla_options
 from dnn_jax.models import layers
 
 
@@ -47,30 +49,44 @@ def test_keep_masks_are_bernoulli_and_uncorrelated(keep):
   assert np.abs(per_unit - keep).max() < 5 * np.sqrt(keep * (1 - keep) / masks.shape[0])
 
 
-@pytest.mark.parametrize(
-  'kernel_size, strides, padding, shape',
-  [(3, 1, 'valid', (2, 9, 9, 3)), (3, 1, 'same', (2, 8, 8, 4)), (1, 2, 'same', (2, 8, 8, 5)),
-   (3, 2, 'same', (2, 7, 7, 2)), (1, 1, 'valid', (2, 5, 5, 3)), (3, 2, 'valid', (1, 9, 8, 2)),
-   (2, 1, 'same', (2, 7, 6, 2)), (4, 1, 'same', (1, 9, 8, 3)), (5, 1, 'valid', (2, 9, 11, 2))],
-)  # fmt: skip
-def test_conv_as_matmul_equals_xla_conv_and_its_gradient(kernel_size, strides, padding, shape):
+CONV_CASES = [
+  (3, 1, 'valid', (2, 9, 9, 3)), (3, 1, 'same', (2, 8, 8, 4)), (1, 2, 'same', (2, 8, 8, 5)),
+  (3, 2, 'same', (2, 7, 7, 2)), (1, 1, 'valid', (2, 5, 5, 3)), (3, 2, 'valid', (1, 9, 8, 2)),
+  (2, 1, 'same', (2, 7, 6, 2)), (4, 1, 'same', (1, 9, 8, 3)), (5, 1, 'valid', (2, 9, 11, 2)),
+]  # fmt: skip
+CONVS = {
+  'patches': layers.conv_as_matmul,
+  'forward_convs': lambda x, k, strides, padding: layers.conv_as_forward_convs(x, k, padding),
+}
+
+
+@pytest.mark.parametrize('implementation', list(CONVS))
+@pytest.mark.parametrize('kernel_size, strides, padding, shape', CONV_CASES)
+def test_conv_implementations_equal_xla_conv_and_its_gradient(
+  implementation, kernel_size, strides, padding, shape
+):
   # Even kernels put SAME's odd pixel after, and strides skip rows: the gradients must follow.
+  if implementation == 'forward_convs' and strides > 1:
+    pytest.skip('forward_convs is stride-1 only; Conv2D uses patches for strided kernels')
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=shape), jnp.float32)
   kernel = jnp.asarray(rng.normal(size=(kernel_size, kernel_size, shape[-1], 6)), jnp.float32)
   xla = lambda x, k: jax.lax.conv_general_dilated(
     x, k, (strides, strides), padding.upper(), dimension_numbers=('NHWC', 'HWIO', 'NHWC')
   )
-  ours = lambda x, k: layers.conv_as_matmul(x, k, strides, padding)
-  np.testing.assert_allclose(ours(x, kernel), xla(x, kernel), rtol=1e-5, atol=1e-5)
+  ours = lambda x, k: CONVS[implementation](x, k, strides, padding)
+  # Compiled as training compiles it: with dnn_jax's XLA options (Eigen convolutions on CPU).
+  jit = functools.partial(jax.jit, compiler_options=xla_options.compiler_options())
+  np.testing.assert_allclose(jit(ours)(x, kernel), xla(x, kernel), rtol=1e-5, atol=1e-5)
   loss = lambda conv: lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
-  grads_ours = jax.grad(loss(ours), argnums=(0, 1))(x, kernel)
+  grads_ours = jit(jax.grad(loss(ours), argnums=(0, 1)))(x, kernel)
   grads_xla = jax.grad(loss(xla), argnums=(0, 1))(x, kernel)
   for a, b in zip(grads_ours, grads_xla, strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_conv_as_matmul_in_bfloat16_keeps_dtypes_and_stays_close():
+@pytest.mark.parametrize('implementation', list(CONVS))
+def test_conv_implementations_in_bfloat16_keep_dtypes_and_stay_close(implementation):
   rng = np.random.default_rng(2)
   x = jnp.asarray(rng.normal(size=(4, 8, 8, 3)), jnp.float32)
   kernel = jnp.asarray(rng.normal(size=(3, 3, 3, 5)), jnp.float32)
@@ -78,7 +94,7 @@ def test_conv_as_matmul_in_bfloat16_keeps_dtypes_and_stays_close():
 
   def loss(dtype):
     def fn(x, k):
-      y = layers.conv_as_matmul(x.astype(dtype), k.astype(dtype), 1, 'same')
+      y = CONVS[implementation](x.astype(dtype), k.astype(dtype), 1, 'same')
       assert y.dtype == dtype
       return jnp.sum(y.astype(jnp.float32) * weights)
 

@@ -153,13 +153,14 @@ def test_unknown_model_argument_is_named():
     build(config)
 
 
-def test_models_with_either_conv_implementation_agree():
+def test_models_with_any_conv_implementation_agree():
   config = cifar10_resnet110_aug.get_config()
   config.model.depth = 20
   x = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)), jnp.float32)
   logits = {}
-  for implementation in ('patches', 'xla'):
+  for implementation in ('patches', 'forward_convs', 'xla'):
     config.model.conv_implementation = implementation
     model = models.create(config.model, input_shape=(32, 32, 3), num_classes=10, seed=0)
     logits[implementation] = model(x)
   np.testing.assert_allclose(logits['patches'], logits['xla'], rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(logits['forward_convs'], logits['xla'], rtol=1e-4, atol=1e-4)

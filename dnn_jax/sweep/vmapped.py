@@ -18,7 +18,7 @@ import optax
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from dnn_jax import experiment, models, optim, parallel, steps
+from dnn_jax import experiment, models, optim, parallel, steps, xla_options
 from dnn_jax.models import layers
 
 TRACED = ('seed', 'model.dropout', 'optimizer.learning_rate')  # may differ within a group
@@ -142,6 +142,7 @@ def compile_group(exp: experiment.Experiment, group: Group, cache: dict | None =
       per_device, exp.mesh, in_specs=(P(), P(), P(), order_spec, P()), out_specs=(P(), P())
     ),
     donate_argnums=0,
+    compiler_options=xla_options.compiler_options(),
   )
   order, keys = _epoch_inputs(exp, group, 0)
   group.train = train.lower(group.state, *exp.arrays['train'], order, keys).compile()
@@ -154,7 +155,8 @@ def compile_group(exp: experiment.Experiment, group: Group, cache: dict | None =
       exp.mesh,
       in_specs=(P(), P(), P(), P(None, parallel.DATA_AXIS)),
       out_specs=P(),
-    )
+    ),
+    compiler_options=xla_options.compiler_options(),
   )
   for name, eval_order in exp.eval_orders.items():
     args = (group.state, *exp.arrays[name], eval_order)
