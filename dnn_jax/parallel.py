@@ -77,6 +77,13 @@ def data_parallel(per_device_fn, mesh: Mesh, in_specs, out_specs):
   )
 
 
+def sum_over_devices(tree, axis_name: str = DATA_AXIS):
+  """psum over the device axis, skipped on one device, where XLA would still copy the tree."""
+  if jax.lax.axis_size(axis_name) == 1:
+    return tree
+  return jax.lax.psum(tree, axis_name)
+
+
 def check_divisible(batch_size: int, mesh: Mesh, what: str = 'batch_size') -> None:
   """Raises ConfigError when the global batch cannot be split evenly across the mesh."""
   count = mesh.shape[DATA_AXIS]

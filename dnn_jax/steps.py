@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from dnn_jax import parallel
 from dnn_jax.models import layers
 from dnn_jax.parallel import DATA_AXIS
 
@@ -144,7 +145,7 @@ def make_train_chunk(
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, (batch_sums, model_state)), grads = grad_fn(state.params)
-    grads, loss = jax.lax.psum((grads, loss), DATA_AXIS)
+    grads, loss = parallel.sum_over_devices((grads, loss))
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     # Every device reaches the same verdict: loss and params are identical across the mesh.

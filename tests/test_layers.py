@@ -108,13 +108,14 @@ def test_conv_implementations_in_bfloat16_keep_dtypes_and_stay_close(implementat
 
 @pytest.mark.parametrize('shape', [(3, 8, 8, 4), (2, 7, 9, 3), (2, 13, 13, 5)])
 @pytest.mark.parametrize('ties', [False, True])
-def test_max_pool_equals_reduce_window_and_its_gradient_bitwise(shape, ties):
+@pytest.mark.parametrize('size', [2, 3])
+def test_max_pool_equals_reduce_window_and_its_gradient_bitwise(shape, ties, size):
   # Odd sizes drop the remainder; rounded inputs tie often: the gradient must still go to the
   # first maximum of each window, as XLA's select_and_scatter does.
   x = jax.random.normal(jax.random.key(0), shape) * (3 if ties else 1)
   x = jnp.round(x) if ties else x
-  xla = lambda x: nnx.max_pool(x, (2, 2), strides=(2, 2), padding='VALID')
-  ours = lambda x: layers.max_pool(x, 2)
+  xla = lambda x: nnx.max_pool(x, (size, size), strides=(size, size), padding='VALID')
+  ours = lambda x: layers.max_pool(x, size)
   y, vjp_xla = jax.vjp(xla, x)
   g = jax.random.normal(jax.random.key(1), y.shape)
   np.testing.assert_array_equal(ours(x), y)

@@ -265,15 +265,19 @@ def _max_pool_fwd(x_BxHxWxC, size):
 def _max_pool_bwd(size, residuals, g_BxHxWxC):
   x_BxHxWxC, y = residuals
   win = _windows(x_BxHxWxC, size)
-  hit = (win == y[:, :, None, :, None, :]).astype(jnp.int32)
-  # First hit in row-major window order: no hit in an earlier row, none earlier in this row.
-  row_hits = jnp.sum(hit, axis=4, keepdims=True)
-  earlier_rows = jnp.cumsum(row_hits, axis=2) - row_hits
-  earlier_in_row = jnp.cumsum(hit, axis=4) - hit
-  first = (hit > 0) & (earlier_rows == 0) & (earlier_in_row == 0)
-  dx = jnp.where(first, g_BxHxWxC[:, :, None, :, None, :], 0).astype(x_BxHxWxC.dtype)
+  # The first hit in row-major window order, by a pass over the size * size offsets: a
+  # cumsum here lowers to XLA's reduce_window, ~1 ms per step in cifar10_cnn.
+  taken = jnp.zeros(y.shape, bool)
+  rows = []
+  for i in range(size):
+    row = []
+    for j in range(size):
+      hit = win[:, :, i, :, j, :] == y
+      row.append(jnp.where(hit & ~taken, g_BxHxWxC, 0).astype(x_BxHxWxC.dtype))
+      taken = taken | hit
+    rows.append(jnp.stack(row, axis=3))  # [B, H/size, W/size, size(j), C]
   b, h, w, c = x_BxHxWxC.shape
-  dx = dx.reshape(b, win.shape[1] * size, win.shape[3] * size, c)
+  dx = jnp.stack(rows, axis=2).reshape(b, win.shape[1] * size, win.shape[3] * size, c)
   return (jnp.pad(dx, ((0, 0), (0, h - dx.shape[1]), (0, w - dx.shape[2]), (0, 0))),)
 
 
