@@ -4,6 +4,7 @@ import os
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -46,6 +47,18 @@ def put(tree, sharding: NamedSharding):
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
   return jax.tree.map(put_leaf, tree)
+
+
+def gather_from_processes(local: dict) -> dict:
+  """Each process's rows of every array, concatenated in process order, on every process."""
+  sizes = multihost_utils.process_allgather(np.int32(len(next(iter(local.values())))))
+  whole = {}
+  for key, rows in local.items():
+    padded = np.zeros((int(sizes.max()), *rows.shape[1:]), rows.dtype)  # equal shapes to gather
+    padded[: len(rows)] = rows
+    gathered = multihost_utils.process_allgather(padded)  # [processes, max rows, ...]
+    whole[key] = np.concatenate([part[:size] for part, size in zip(gathered, sizes, strict=True)])
+  return whole
 
 
 def make_mesh(num_devices: int = 0) -> Mesh:

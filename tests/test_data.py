@@ -119,6 +119,21 @@ def test_cached_arrays_equal_a_fresh_read(tmp_path):
     np.testing.assert_array_equal(arrays['label'], fresh['label'])
 
 
+def test_process_shards_concatenate_to_the_whole_split(tmp_path):
+  # What each process of a multi-process run reads: 301 examples do not split evenly in 3.
+  version = catalog.version('mnist')
+  data_dir = locate.writable_data_dir()
+  whole = read.read_split('mnist', version, 'test[:301]', data_dir)
+  parts = [
+    read.read_split_cached('mnist', version, 'test[:301]', data_dir, tmp_path, shard=(i, 3))
+    for i in range(3)
+  ]
+  assert sorted(len(p['label']) for p in parts) == [100, 100, 101]
+  for key in ('image', 'label'):
+    np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
+  assert len(list(tmp_path.rglob('*.shard*of3.npz'))) == 3
+
+
 def test_split_slices_select_subsets(base_config):
   config = base_config().data
   config.train_split = 'train[:1000]'

@@ -45,6 +45,10 @@ def test_two_processes_train_like_one_with_four_devices(tmp_path):
   assert '4 cpu device(s)' in outs[0][0] and 'Test accuracy' in outs[0][0]
   # Process 1 trains in step but leaves the talking to process 0 (gloo prints its own lines).
   assert not any(line.startswith(('Epoch', 'Test')) for line in outs[1][0].splitlines())
+  # Each process decoded only its half of every split.
+  for i, (out, _) in enumerate(outs):
+    assert f'Process {i} of 2 read 640 of the 1,280 examples of train[:1280]' in out
+    assert f'Process {i} of 2 read 250 of the 500 examples of test[:500]' in out
 
   one = start(tmp_path / 'one', 4, '--config.num_devices=4')
   _, err = one.communicate(timeout=300)

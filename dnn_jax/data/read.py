@@ -6,16 +6,29 @@ import re
 
 import numpy as np
 
+Shard = tuple[int, int]  # (index, count): the index-th of count even, contiguous parts
 
-def _cache_path(cache_dir: pathlib.Path, name: str, version: str, split: str) -> pathlib.Path:
+
+def _cache_path(
+  cache_dir: pathlib.Path, name: str, version: str, split: str, shard: Shard | None
+) -> pathlib.Path:
   safe_split = re.sub(r'[^A-Za-z0-9_.-]+', '_', split)
-  return cache_dir / 'dnn_jax_arrays' / name / version / f'{safe_split}.npz'
+  part = f'.shard{shard[0]}of{shard[1]}' if shard else ''
+  return cache_dir / 'dnn_jax_arrays' / name / version / f'{safe_split}{part}.npz'
 
 
-def read_split(name: str, version: str, split: str, data_dir: pathlib.Path) -> dict:
-  """{'image': uint8 [N, H, W, C], 'label': int32 [N]} read with tfds.data_source."""
+def read_split(
+  name: str, version: str, split: str, data_dir: pathlib.Path, shard: Shard | None = None
+) -> dict:
+  """{'image': uint8 [N, H, W, C], 'label': int32 [N]} read with tfds.data_source.
+
+  shard=(i, n) reads only the i-th of tfds.even_splits(split, n): contiguous parts which,
+  concatenated in order, are the whole split.
+  """
   import tensorflow_datasets as tfds  # no TensorFlow import on this path
 
+  if shard is not None:
+    split = tfds.even_splits(split, n=shard[1])[shard[0]]
   source = tfds.data_source(
     f'{name}:{version}', split=split, data_dir=str(data_dir), download=False
   )
@@ -27,10 +40,11 @@ def read_split(name: str, version: str, split: str, data_dir: pathlib.Path) -> d
 
 
 def read_split_cached(
-  name: str, version: str, split: str, data_dir: pathlib.Path, cache_dir: pathlib.Path
-) -> dict:
+  name: str, version: str, split: str, data_dir: pathlib.Path, cache_dir: pathlib.Path,
+  shard: Shard | None = None,
+) -> dict:  # fmt: skip
   """read_split, with the decoded arrays cached as .npz (decoding PNGs takes seconds)."""
-  path = _cache_path(cache_dir, name, version, split)
+  path = _cache_path(cache_dir, name, version, split, shard)
   source = str(data_dir.resolve())
   if path.is_file():
     try:
@@ -39,7 +53,7 @@ def read_split_cached(
           return {'image': cached['image'], 'label': cached['label']}
     except (OSError, ValueError, KeyError):
       pass  # unreadable cache: decode again and overwrite it
-  arrays = read_split(name, version, split, data_dir)
+  arrays = read_split(name, version, split, data_dir, shard)
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f'.tmp{os.getpid()}.npz')

@@ -4,6 +4,9 @@ import dataclasses
 import json
 import pathlib
 
+import jax
+
+from dnn_jax import parallel
 from dnn_jax.data import catalog, locate, prepare, read
 from dnn_jax.errors import ConfigError, DataError
 
@@ -41,16 +44,31 @@ def ensure_prepared(data_config):
 
 
 def load(data_config) -> Splits:
-  """Loads the configured splits (decoded once, then from the array cache)."""
+  """Loads the configured splits (decoded once, then from the array cache).
+
+  In a multi-process run each process reads and decodes only its own contiguous shard of
+  each split; the shards are then exchanged, so every process ends with the whole split in
+  order (training shuffles over all examples, as a single process does).
+  """
   data_dir, version = ensure_prepared(data_config)
   cache_dir = locate.writable_data_dir(data_config.data_dir)
   name = data_config.name
+  shard = (jax.process_index(), jax.process_count()) if jax.process_count() > 1 else None
 
   def split(spec: str) -> dict:
     try:
-      return read.read_split_cached(name, version, spec, data_dir, cache_dir)
+      arrays = read.read_split_cached(name, version, spec, data_dir, cache_dir, shard)
     except (ValueError, KeyError) as e:
       raise DataError(f'{name}: cannot read split {spec!r} from {data_dir}: {e}') from e
+    if shard is None:
+      return arrays
+    whole = parallel.gather_from_processes(arrays)
+    print(
+      f'Process {shard[0]} of {shard[1]} read {len(arrays["label"]):,} of the '
+      f'{len(whole["label"]):,} examples of {spec}',
+      flush=True,
+    )
+    return whole
 
   train = split(data_config.train_split)
   test = split(data_config.test_split)
