@@ -8,6 +8,7 @@ timed compiled calls after a warm-up call; compile time is measured apart. A cal
 models) and evaluates the whole validation split (shrink it with
 --config.data.validation_split=test[:1000]). The matmul rate (float32, the model's widest
 dense shape) tells what this device can do; matmul_fraction is the achieved share of it.
+--config.data.synthetic=True times random data of the dataset's shapes (nothing is read).
 --peers also times the same model in Keras 3 with the TensorFlow backend (XLA, and -nojit:
 its own oneDNN kernels) and the JAX backend, each in a process of its own
 (benchmarks/keras_peer.py), and prints dnn_jax's training speed over each.
@@ -71,11 +72,14 @@ def measure(config, config_file: str, repeats: int) -> dict:
   return {
     'config': config_file,
     'device': f'{exp.mesh.size} x {device.device_kind}',
+    'data': 'synthetic' if config.data.synthetic else 'real',
+    'dtype': config.dtype,
     'batch_size': config.batch_size,
     'steps_per_call': end - first,
     'train_samples_per_sec': samples_per_sec,
     'eval_samples_per_sec': num_eval / eval_seconds,
     'step_ms': 1e3 * call_seconds / (end - first),
+    'epoch_seconds': exp.num_train / samples_per_sec,  # training only, at this rate
     'compile_seconds': exp.compile_seconds,
     'flops_per_sample': flops_per_sample,
     'train_gflops': flops_per_sample * samples_per_sec / 1e9,

@@ -21,6 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.train_split = 'train'
   config.data.validation_split = 'test'  # the tutorial validates on the test set
   config.data.test_split = 'test'
+  config.data.synthetic = False  # random images of these shapes and sizes: benchmarks only
 
   # Keras names and defaults; each optimizer reads the fields it uses.
   config.optimizer = ml_collections.ConfigDict()

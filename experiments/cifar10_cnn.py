@@ -17,6 +17,7 @@ def get_config():
   )
   config.model.kernel_size = 3
   config.model.activation = 'relu'
+  config.model.conv_implementation = 'auto'  # on CPU: forward_convs in training (README)
   config.optimizer.name = 'rmsprop'
   config.optimizer.learning_rate = 1e-4
   config.optimizer.schedule = 'inverse_time'  # Keras 2: RMSprop(lr=1e-4, decay=1e-6)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import REPO, run_python
 
-from dnn_jax.data import catalog, locate, prepare, read, splits
+from dnn_jax.data import catalog, locate, prepare, read, splits, synthetic
 from dnn_jax.errors import ConfigError, DataError
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -185,3 +185,43 @@ def test_pinned_versions_are_the_tfds_builders():
   assert set(catalog.VERSIONS) == set(catalog.DATASETS)
   for name, version in catalog.VERSIONS.items():
     assert str(catalog.builder_class(name).VERSION) == version
+
+
+@pytest.mark.parametrize('name', catalog.DATASETS)
+def test_pinned_shapes_and_split_sizes_are_the_tfds_builders(name):
+  image_shape, num_classes = catalog.image_shape_and_classes(name)
+  assert catalog.SHAPES[name] == image_shape and catalog.NUM_CLASSES[name] == num_classes
+  search = [locate.writable_data_dir(), *locate.extra_data_dirs()]
+  found = locate.find_prepared(name, catalog.version(name), search)
+  if found is None:
+    pytest.skip(f'{name} is not prepared here: its split sizes are in its dataset_info.json')
+  info = catalog.builder_class(name)(data_dir=str(found)).info
+  assert catalog.SPLIT_SIZES[name] == {k: v.num_examples for k, v in info.splits.items()}
+
+
+@pytest.mark.parametrize(
+  'spec', ['test', 'test[:1000]', 'test[10%:]', 'test[-300:]', 'test[5%:7%]', 'test[9999:]']
+)
+def test_synthetic_splits_are_sized_as_tfds_slices_them(spec):
+  import tensorflow_datasets as tfds
+
+  version = catalog.version('mnist')
+  data_dir = locate.writable_data_dir()
+  real = tfds.data_source(f'mnist:{version}', split=spec, data_dir=str(data_dir), download=False)
+  arrays = synthetic.split('mnist', spec, seed=0)
+  assert len(arrays['label']) == len(real)
+  assert arrays['image'].shape[1:] == (28, 28, 1) and arrays['image'].dtype == np.uint8
+
+
+def test_synthetic_data_loads_without_reading_and_refuses_unsizable_splits(base_config):
+  config = base_config().data
+  config.name, config.synthetic = 'cifar10', True
+  config.data_dir = '/nonexistent'  # nothing is read or prepared
+  config.train_split, config.validation_split = 'train[:512]', 'train[-100:]'
+  loaded = splits.load(config)
+  assert loaded.train['image'].shape == (512, 32, 32, 3)
+  assert len(loaded.validation['label']) == 100 and len(loaded.test['label']) == 10_000
+  assert loaded.num_classes == 10 and not loaded.validation_is_test
+  config.train_split = 'train+test'
+  with pytest.raises(ConfigError, match="synthetic data: cannot size split 'train\\+test'"):
+    splits.load(config)

@@ -7,6 +7,14 @@ DATASETS = ('mnist', 'fashion_mnist', 'cifar10')
 # The tfds versions dnn_jax prepares and reads; a test keeps them equal to tfds's builders.
 # Written out so that reading prepared data needs no tensorflow_datasets (e.g. on a GPU image).
 VERSIONS = {'mnist': '3.0.1', 'fashion_mnist': '3.0.1', 'cifar10': '3.0.2'}
+# Image shape, class count and split sizes, for synthetic data (a test checks them likewise).
+SHAPES = {'mnist': (28, 28, 1), 'fashion_mnist': (28, 28, 1), 'cifar10': (32, 32, 3)}
+NUM_CLASSES = {'mnist': 10, 'fashion_mnist': 10, 'cifar10': 10}
+SPLIT_SIZES = {
+  'mnist': {'train': 60_000, 'test': 10_000},
+  'fashion_mnist': {'train': 60_000, 'test': 10_000},
+  'cifar10': {'train': 50_000, 'test': 10_000},
+}
 
 
 @functools.cache

@@ -7,7 +7,7 @@ import pathlib
 import jax
 
 from dnn_jax import parallel
-from dnn_jax.data import catalog, locate, prepare, read
+from dnn_jax.data import catalog, locate, prepare, read, synthetic
 from dnn_jax.errors import ConfigError, DataError
 
 
@@ -50,6 +50,8 @@ def load(data_config) -> Splits:
   each split; the shards are then exchanged, so every process ends with the whole split in
   order (training shuffles over all examples, as a single process does).
   """
+  if data_config.synthetic:
+    return load_synthetic(data_config)
   data_dir, version = ensure_prepared(data_config)
   cache_dir = locate.writable_data_dir(data_config.data_dir)
   name = data_config.name
@@ -82,6 +84,27 @@ def load(data_config) -> Splits:
     num_classes=label.num_classes,
     class_names=tuple(label.names),
     image_shape=tuple(int(d) for d in train['image'].shape[1:]),
+    validation_is_test=same,
+  )
+
+
+def load_synthetic(data_config) -> Splits:
+  """Splits of random images and labels, sized and shaped as the configured ones."""
+  name = data_config.name
+  if name not in catalog.DATASETS:
+    raise ConfigError(f'unknown dataset {name!r}; choose one of {", ".join(catalog.DATASETS)}')
+  train = synthetic.split(name, data_config.train_split, seed=0)
+  test = synthetic.split(name, data_config.test_split, seed=1)
+  same = data_config.validation_split == data_config.test_split
+  validation = test if same else synthetic.split(name, data_config.validation_split, seed=2)
+  classes = catalog.NUM_CLASSES[name]
+  return Splits(
+    train=train,
+    validation=validation,
+    test=test,
+    num_classes=classes,
+    class_names=tuple(f'class {i}' for i in range(classes)),
+    image_shape=catalog.SHAPES[name],
     validation_is_test=same,
   )
 
