@@ -16,6 +16,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
 from dnn_jax import steps
@@ -131,28 +132,39 @@ class Checkpoints:
     """
     for step in reversed(self.all_steps()):
       try:
-        return (*self.restore(step, target, items), step)
+        restored, error = self.restore(step, target, items), None
       except CheckpointError:
         raise
       except Exception as e:  # any failure to read means this one is broken
-        moved = self._move_aside(step)
-        earlier = [s for s in self.all_steps() if s < step]
-        then = f'using step {earlier[-1]}' if earlier else 'no earlier checkpoint'
-        detail = (str(e).splitlines() or [''])[0].split('. See ')[0][:160]
-        reason = f'{type(e).__name__}: {detail}'
-        print(
-          f'warning: checkpoint {self.directory / str(step)} is unreadable ({reason}); '
-          f'moved it to {moved}; {then}',
-          file=sys.stderr,
-        )
+        restored, error = None, e
+      # Processes agree before anyone moves a checkpoint, so all fall back to the same one.
+      if _all_processes(error is None):
+        return (*restored, step)
+      moved = self._move_aside(step)  # every process calls it: it waits for process 0's move
+      earlier = [s for s in self.all_steps() if s < step]
+      then = f'using step {earlier[-1]}' if earlier else 'no earlier checkpoint'
+      if error is None:
+        reason = 'another process could not read it'
+      else:
+        detail = (str(error).splitlines() or [''])[0].split('. See ')[0][:160]
+        reason = f'{type(error).__name__}: {detail}'
+      print(
+        f'warning: checkpoint {self.directory / str(step)} is unreadable ({reason}); '
+        f'moved it to {moved}; {then}',
+        file=sys.stderr,
+      )
     return None
 
   def _move_aside(self, step: int) -> pathlib.Path:
+    """Moves the checkpoint into UNREADABLE_DIR: process 0 moves, the others wait for it."""
     target = self.directory.parent / UNREADABLE_DIR / str(step)
-    if target.exists():
-      shutil.rmtree(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(self.directory / str(step), target)
+    if jax.process_index() == 0:
+      if target.exists():
+        shutil.rmtree(target)
+      target.parent.mkdir(parents=True, exist_ok=True)
+      shutil.move(self.directory / str(step), target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'dnn_jax: checkpoint {step} moved aside')
     self.manager.reload()
     return target
 
@@ -163,6 +175,13 @@ class Checkpoints:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def _all_processes(ok: bool) -> bool:
+  """True when ok holds on every process (a collective: every process must call it)."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(multihost_utils.process_allgather(jnp.asarray(ok)).all())
 
 
 def _abstract(tree):

@@ -32,16 +32,22 @@ def start(workdir, devices, *flags):
   return subprocess.Popen(command, cwd=REPO, env=env, stdout=pipe, stderr=pipe, text=True)
 
 
-def test_two_processes_train_like_one_with_four_devices(tmp_path):
+def start_two(workdir):
+  """Both processes of a 2-process run, 2 CPU devices each; returns their (stdout, stderr)."""
   address = f'--config.distributed.coordinator_address=127.0.0.1:{free_port()}'
   procs = [
-    start(tmp_path / 'two', 2, address, '--config.distributed.num_processes=2',
+    start(workdir, 2, address, '--config.distributed.num_processes=2',
           f'--config.distributed.process_id={i}')
     for i in range(2)
   ]  # fmt: skip
   outs = [p.communicate(timeout=300) for p in procs]
   for p, (_, err) in zip(procs, outs, strict=True):
     assert p.returncode == 0, err
+  return outs
+
+
+def test_two_processes_train_like_one_with_four_devices(tmp_path):
+  outs = start_two(tmp_path / 'two')
   assert '4 cpu device(s)' in outs[0][0] and 'Test accuracy' in outs[0][0]
   # Process 1 trains in step but leaves the talking to process 0 (gloo prints its own lines).
   assert not any(line.startswith(('Epoch', 'Test')) for line in outs[1][0].splitlines())
@@ -65,4 +71,18 @@ def test_two_processes_train_like_one_with_four_devices(tmp_path):
   step_one, params_one = final_params(tmp_path / 'one')
   assert step_two == step_one == 20
   for a, b in zip(params_two, params_one, strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+  # A truncated latest checkpoint: both processes agree to fall back to the one before (process
+  # 0 moves it aside, process 1 waits), retrain the last epoch and end as before.
+  latest = tmp_path / 'two' / 'checkpoints' / '20'
+  biggest = max((p for p in latest.rglob('*') if p.is_file()), key=lambda p: p.stat().st_size)
+  os.truncate(biggest, biggest.stat().st_size // 3)
+  outs = start_two(tmp_path / 'two')
+  for _, err in outs:
+    assert f'warning: checkpoint {latest} is unreadable' in err and 'using step 10' in err
+  assert (tmp_path / 'two' / 'checkpoints_unreadable' / '20').is_dir()
+  step_again, params_again = final_params(tmp_path / 'two')
+  assert step_again == 20
+  for a, b in zip(params_again, params_one, strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
