@@ -110,7 +110,7 @@ def check_divisible(batch_size: int, mesh: Mesh, what: str = 'batch_size') -> No
 
 def shard_train_chunk(train_chunk, mesh: Mesh):
   """jit(shard_map) of steps.make_train_chunk's fn: state replicated and donated, order sharded."""
-  return jax.jit(
+  return xla_options.jit(
     data_parallel(
       train_chunk,
       mesh,
@@ -118,15 +118,13 @@ def shard_train_chunk(train_chunk, mesh: Mesh):
       out_specs=(P(), P()),
     ),
     donate_argnums=0,
-    compiler_options=xla_options.compiler_options(),
   )
 
 
 def shard_evaluate(evaluate, mesh: Mesh):
   """jit(shard_map) of steps.make_evaluate's fn: state and data replicated, order sharded."""
-  return jax.jit(
-    data_parallel(evaluate, mesh, in_specs=(P(), P(), P(), P(None, DATA_AXIS)), out_specs=P()),
-    compiler_options=xla_options.compiler_options(),
+  return xla_options.jit(
+    data_parallel(evaluate, mesh, in_specs=(P(), P(), P(), P(None, DATA_AXIS)), out_specs=P())
   )
 
 
@@ -149,9 +147,7 @@ def _pmapped(per_device_fn, mesh: Mesh, num_args: int, out_axes, donate_argnums=
     order = args[3].reshape(steps, count, batch // count)
     return mapped(*args[:3], order, *args[4:])
 
-  return jax.jit(
-    call, donate_argnums=donate_argnums, compiler_options=xla_options.compiler_options()
-  )
+  return xla_options.jit(call, donate_argnums=donate_argnums)
 
 
 def pmap_train_chunk(train_chunk, mesh: Mesh):

@@ -33,3 +33,8 @@ def compiler_options() -> dict[str, str]:
     logging.warning('XLA rejected dnn_jax CPU options %s (%s); compiling without them', options, e)
     return {}
   return options
+
+
+def jit(fn, **kwargs):
+  """jax.jit with compiler_options(): how dnn_jax compiles its training and evaluation."""
+  return jax.jit(fn, compiler_options=compiler_options(), **kwargs)

@@ -1,6 +1,4 @@
-"""dnn_jax.models.layers: dropout keys, conv as matmul, BatchNorm against Keras and devices."""
-
-import functools
+"""dnn_jax.models.layers and conv_kernels: dropout keys, convolutions, pooling, BatchNorm."""
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +8,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from dnn_jax import parallel, xla_options
-from dnn_jax.models import layers
+from dnn_jax.models import conv_kernels, layers
 
 
 def test_dropout_rate_scale_and_keys():
@@ -55,8 +53,8 @@ CONV_CASES = [
   (2, 1, 'same', (2, 7, 6, 2)), (4, 1, 'same', (1, 9, 8, 3)), (5, 1, 'valid', (2, 9, 11, 2)),
 ]  # fmt: skip
 CONVS = {
-  'patches': layers.conv_as_matmul,
-  'forward_convs': lambda x, k, strides, padding: layers.conv_as_forward_convs(x, k, padding),
+  'patches': conv_kernels.conv_as_matmul,
+  'forward_convs': lambda x, k, strides, padding: conv_kernels.conv_as_forward_convs(x, k, padding),
 }
 
 
@@ -76,10 +74,9 @@ def test_conv_implementations_equal_xla_conv_and_its_gradient(
   )
   ours = lambda x, k: CONVS[implementation](x, k, strides, padding)
   # Compiled as training compiles it: with dnn_jax's XLA options (Eigen convolutions on CPU).
-  jit = functools.partial(jax.jit, compiler_options=xla_options.compiler_options())
-  np.testing.assert_allclose(jit(ours)(x, kernel), xla(x, kernel), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(xla_options.jit(ours)(x, kernel), xla(x, kernel), rtol=1e-5, atol=1e-5)
   loss = lambda conv: lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
-  grads_ours = jit(jax.grad(loss(ours), argnums=(0, 1)))(x, kernel)
+  grads_ours = xla_options.jit(jax.grad(loss(ours), argnums=(0, 1)))(x, kernel)
   grads_xla = jax.grad(loss(xla), argnums=(0, 1))(x, kernel)
   for a, b in zip(grads_ours, grads_xla, strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
@@ -115,7 +112,7 @@ def test_max_pool_equals_reduce_window_and_its_gradient_bitwise(shape, ties, siz
   x = jax.random.normal(jax.random.key(0), shape) * (3 if ties else 1)
   x = jnp.round(x) if ties else x
   xla = lambda x: nnx.max_pool(x, (size, size), strides=(size, size), padding='VALID')
-  ours = lambda x: layers.max_pool(x, size)
+  ours = lambda x: conv_kernels.max_pool(x, size)
   y, vjp_xla = jax.vjp(xla, x)
   g = jax.random.normal(jax.random.key(1), y.shape)
   np.testing.assert_array_equal(ours(x), y)

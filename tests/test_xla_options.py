@@ -4,14 +4,14 @@ import jax
 import jax.numpy as jnp
 
 from dnn_jax import xla_options
-from dnn_jax.models import layers
+from dnn_jax.models import conv_kernels
 
 
 def _library_convolutions(compiler_options) -> int:
   """How many of a conv layer's training convolutions XLA hands to YNNPACK."""
   # cifar10_cnn's second conv: XLA hands only convolutions this large to YNNPACK
   x, kernel = jnp.ones((16, 32, 32, 32)), jnp.ones((3, 3, 32, 32))
-  loss = lambda x, k: jnp.sum(layers.conv_as_forward_convs(x, k, 'same') ** 2)
+  loss = lambda x, k: jnp.sum(conv_kernels.conv_as_forward_convs(x, k, 'same') ** 2)
   step = jax.jit(jax.grad(loss, argnums=(0, 1)), compiler_options=compiler_options)
   hlo = step.lower(x, kernel).compile().as_text()
   return sum('__ynn_fusion' in line and 'conv_general_dilated' in line for line in hlo.splitlines())

@@ -1,6 +1,7 @@
 """Locate (or prepare) a dataset and load its splits as uint8 arrays."""
 
 import dataclasses
+import functools
 import json
 import pathlib
 
@@ -24,11 +25,16 @@ class Splits:
   validation_is_test: bool  # the tutorial validates on the test set: evaluate it once
 
 
+def check_known(name: str) -> None:
+  """Raises ConfigError unless dnn_jax knows the dataset."""
+  if name not in catalog.DATASETS:
+    raise ConfigError(f'unknown dataset {name!r}; choose one of {", ".join(catalog.DATASETS)}')
+
+
 def ensure_prepared(data_config):
   """Returns (data_dir, version) holding the dataset, preparing it first if needed."""
   name = data_config.name
-  if name not in catalog.DATASETS:
-    raise ConfigError(f'unknown dataset {name!r}; choose one of {", ".join(catalog.DATASETS)}')
+  check_known(name)
   version = catalog.version(name)
   writable = locate.writable_data_dir(data_config.data_dir)
   found = locate.find_prepared(
@@ -44,15 +50,40 @@ def ensure_prepared(data_config):
 
 
 def load(data_config) -> Splits:
-  """Loads the configured splits (decoded once, then from the array cache).
+  """Loads the configured splits (decoded once, then from the array cache), or synthetic ones.
 
   In a multi-process run each process reads and decodes only its own contiguous shard of
   each split; the shards are then exchanged, so every process ends with the whole split in
   order (training shuffles over all examples, as a single process does).
   """
+  name = data_config.name
   if data_config.synthetic:
-    return load_synthetic(data_config)
-  data_dir, version = ensure_prepared(data_config)
+    check_known(name)
+    split = functools.partial(synthetic.split, name)
+    num_classes = catalog.NUM_CLASSES[name]
+    class_names = tuple(f'class {i}' for i in range(num_classes))
+  else:
+    data_dir, version = ensure_prepared(data_config)
+    split = _reader(data_config, data_dir, version)
+    label = read_label_feature(name, version, data_dir)
+    num_classes, class_names = label.num_classes, tuple(label.names)
+  train = split(data_config.train_split)
+  test = split(data_config.test_split)
+  same = data_config.validation_split == data_config.test_split
+  validation = test if same else split(data_config.validation_split)
+  return Splits(
+    train=train,
+    validation=validation,
+    test=test,
+    num_classes=num_classes,
+    class_names=class_names,
+    image_shape=tuple(int(d) for d in train['image'].shape[1:]),
+    validation_is_test=same,
+  )
+
+
+def _reader(data_config, data_dir: pathlib.Path, version: str):
+  """spec -> arrays of the prepared dataset: this process's shard, then the whole split."""
   cache_dir = locate.writable_data_dir(data_config.data_dir)
   name = data_config.name
   shard = (jax.process_index(), jax.process_count()) if jax.process_count() > 1 else None
@@ -72,41 +103,7 @@ def load(data_config) -> Splits:
     )
     return whole
 
-  train = split(data_config.train_split)
-  test = split(data_config.test_split)
-  same = data_config.validation_split == data_config.test_split
-  validation = test if same else split(data_config.validation_split)
-  label = read_label_feature(name, version, data_dir)
-  return Splits(
-    train=train,
-    validation=validation,
-    test=test,
-    num_classes=label.num_classes,
-    class_names=tuple(label.names),
-    image_shape=tuple(int(d) for d in train['image'].shape[1:]),
-    validation_is_test=same,
-  )
-
-
-def load_synthetic(data_config) -> Splits:
-  """Splits of random images and labels, sized and shaped as the configured ones."""
-  name = data_config.name
-  if name not in catalog.DATASETS:
-    raise ConfigError(f'unknown dataset {name!r}; choose one of {", ".join(catalog.DATASETS)}')
-  train = synthetic.split(name, data_config.train_split, seed=0)
-  test = synthetic.split(name, data_config.test_split, seed=1)
-  same = data_config.validation_split == data_config.test_split
-  validation = test if same else synthetic.split(name, data_config.validation_split, seed=2)
-  classes = catalog.NUM_CLASSES[name]
-  return Splits(
-    train=train,
-    validation=validation,
-    test=test,
-    num_classes=classes,
-    class_names=tuple(f'class {i}' for i in range(classes)),
-    image_shape=catalog.SHAPES[name],
-    validation_is_test=same,
-  )
+  return split
 
 
 @dataclasses.dataclass(frozen=True)

@@ -137,26 +137,24 @@ def compile_group(exp: experiment.Experiment, group: Group, cache: dict | None =
   per_device = jax.vmap(chunk, in_axes=(0, None, None, batched, batched))
   trial_axis = () if group.shared_seed else (None,)
   order_spec = P(*trial_axis, None, parallel.DATA_AXIS)
-  train = jax.jit(
+  train = xla_options.jit(
     parallel.data_parallel(
       per_device, exp.mesh, in_specs=(P(), P(), P(), order_spec, P()), out_specs=(P(), P())
     ),
     donate_argnums=0,
-    compiler_options=xla_options.compiler_options(),
   )
   order, keys = _epoch_inputs(exp, group, 0)
   group.train = train.lower(group.state, *exp.arrays['train'], order, keys).compile()
   evaluate = steps.make_evaluate(
     group.graphdef, experiment.augmenter(config.eval_augment), jnp.dtype(config.dtype)
   )
-  evaluate = jax.jit(
+  evaluate = xla_options.jit(
     parallel.data_parallel(
       jax.vmap(evaluate, in_axes=(0, None, None, None)),
       exp.mesh,
       in_specs=(P(), P(), P(), P(None, parallel.DATA_AXIS)),
       out_specs=P(),
-    ),
-    compiler_options=xla_options.compiler_options(),
+    )
   )
   for name, eval_order in exp.eval_orders.items():
     args = (group.state, *exp.arrays[name], eval_order)
