@@ -119,6 +119,57 @@ def test_cached_arrays_equal_a_fresh_read(tmp_path):
     np.testing.assert_array_equal(arrays['label'], fresh['label'])
 
 
+def _truncate(path):
+  path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _flip_a_byte(path):
+  data = bytearray(path.read_bytes())
+  data[len(data) // 2] ^= 0xFF  # inside the image array: only its CRC-32 can tell
+  path.write_bytes(bytes(data))
+
+
+def _other_split(path):
+  other = read.read_split(
+    'mnist', catalog.version('mnist'), 'test[:299]', locate.writable_data_dir()
+  )
+  np.savez(path, source=str(locate.writable_data_dir().resolve()), **other)
+
+
+def _wrong_shape(path):
+  with np.load(path) as cached:
+    arrays = dict(cached)
+  np.savez(path, **{**arrays, 'image': arrays['image'].reshape(-1, 28 * 28, 1, 1)})
+
+
+@pytest.mark.parametrize(
+  'damage, reason',
+  [
+    (_truncate, 'BadZipFile: File is not a zip file'),
+    (_flip_a_byte, "BadZipFile: Bad CRC-32 for file 'image.npy'"),
+    (_other_split, 'ValueError: 299 examples where test[:300] has 300'),
+    (_wrong_shape, 'ValueError: images are uint8 (784, 1, 1), not uint8 (28, 28, 1)'),
+  ],
+)
+def test_a_damaged_array_cache_is_reported_and_rebuilt(tmp_path, capsys, damage, reason):
+  version = catalog.version('mnist')
+  data_dir = locate.writable_data_dir()
+  fresh = read.read_split_cached('mnist', version, 'test[:300]', data_dir, tmp_path)
+  (path,) = tmp_path.rglob('*.npz')
+  damage(path)
+  capsys.readouterr()
+  rebuilt = read.read_split_cached('mnist', version, 'test[:300]', data_dir, tmp_path)
+  assert capsys.readouterr().err.splitlines() == [
+    f'warning: the decoded-array cache {path} is damaged ({reason}); rebuilding it from {data_dir}'
+  ]
+  again = read.read_split_cached('mnist', version, 'test[:300]', data_dir, tmp_path)
+  assert not capsys.readouterr().err  # the rebuilt cache is whole
+  for arrays in (rebuilt, again):
+    for key in ('image', 'label'):
+      np.testing.assert_array_equal(arrays[key], fresh[key])
+  assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left
+
+
 def test_process_shards_concatenate_to_the_whole_split(tmp_path):
   # What each process of a multi-process run reads: 301 examples do not split evenly in 3.
   version = catalog.version('mnist')
@@ -166,19 +217,34 @@ def test_cifar10_goes_through_the_same_code(base_config):
   assert loaded.class_names[:3] == ('airplane', 'automobile', 'bird')
 
 
-@pytest.mark.parametrize('name', ['mnist', 'cifar10'])
-def test_label_feature_from_json_equals_tfds(name):
+@pytest.mark.parametrize('name', catalog.DATASETS)
+def test_label_feature_from_json_equals_tfds_class_label(name, tmp_path):
+  """Class names as tfds writes and reads them, spaces included ('Ankle boot' is one class)."""
   import tensorflow_datasets as tfds
 
   version = catalog.version(name)
-  search = [locate.writable_data_dir(), *locate.extra_data_dirs()]
-  found = locate.find_prepared(name, version, search)
-  if found is None:
-    pytest.skip(f'no prepared {name} (CI points $DNN_JAX_DATA_DIRS at ../shared/data/tfds)')
-  ours = splits.read_label_feature(name, version, found)
-  theirs = tfds.builder(f'{name}:{version}', data_dir=str(found)).info.features['label']
-  assert ours.num_classes == theirs.num_classes == 10
-  assert ours.names == tuple(theirs.names)
+  # A prepared copy's feature files, written by tfds from the builder's own info.
+  prepared = locate.prepared_dir(tmp_path, name, version)
+  prepared.mkdir(parents=True)
+  features = tfds.builder(name, data_dir=str(tmp_path / 'empty')).info.features
+  features.save_config(str(prepared))
+  features.save_metadata(str(prepared))
+  theirs = tfds.features.FeatureConnector.from_config(str(prepared))
+  theirs.load_metadata(str(prepared))
+  ours = splits.read_label_feature(name, version, tmp_path)
+  assert ours.num_classes == theirs['label'].num_classes == features['label'].num_classes
+  assert ours.names == tuple(theirs['label'].names) == tuple(features['label'].names)
+
+
+def test_label_names_that_disagree_with_the_class_count_are_refused(tmp_path):
+  version = catalog.version('mnist')
+  prepared = locate.prepared_dir(locate.writable_data_dir(), 'mnist', version)
+  copy = locate.prepared_dir(tmp_path, 'mnist', version)
+  copy.mkdir(parents=True)
+  (copy / 'features.json').write_text((prepared / 'features.json').read_text())
+  (copy / 'label.labels.txt').write_text('zero\none\n')
+  with pytest.raises(DataError, match='label.labels.txt names 2 classes, mnist has 10'):
+    splits.read_label_feature('mnist', version, tmp_path)
 
 
 def test_pinned_versions_are_the_tfds_builders():

@@ -1,6 +1,7 @@
 """The datasets dnn_jax trains on, by tfds name."""
 
 import functools
+import re
 
 # Image classification datasets with uint8 `image` and int `label` features.
 DATASETS = ('mnist', 'fashion_mnist', 'cifar10')
@@ -15,6 +16,28 @@ SPLIT_SIZES = {
   'fashion_mnist': {'train': 60_000, 'test': 10_000},
   'cifar10': {'train': 50_000, 'test': 10_000},
 }
+
+# tfds's slice forms that split_size sizes: 'train', 'train[:1000]', 'test[10%:]'.
+SLICE = re.compile(r'^(\w+)(?:\[(-?\d*)(%?):(-?\d*)(%?)\])?$')
+
+
+def split_size(name: str, spec: str) -> int | None:
+  """How many examples tfds's split spec selects (None for a form not sized here, e.g. a+b)."""
+  match = SLICE.match(spec.replace(' ', ''))
+  sizes = SPLIT_SIZES[name]
+  if not match or match.group(1) not in sizes:
+    return None
+  total = sizes[match.group(1)]
+
+  def bound(text: str, percent: str, default: int) -> int:
+    if not text:
+      return default
+    value = int(text) * total / 100 if percent else int(text)
+    value = round(value) if percent else value
+    return max(0, min(total, value + total if value < 0 else value))
+
+  start = bound(match.group(2), match.group(3), 0)
+  return max(0, bound(match.group(4), match.group(5), total) - start)
 
 
 @functools.cache

@@ -1,10 +1,24 @@
 """Read a prepared tfds split into uint8 numpy arrays, without TensorFlow."""
 
-import os
+import logging
 import pathlib
 import re
+import sys
 
 import numpy as np
+
+from dnn_jax import files
+from dnn_jax.data import catalog
+
+
+class _QuietOpenCvHint(logging.Filter):
+  """tfds suggests OpenCV for faster decoding; dnn_jax decodes a split once, then caches it."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return 'OpenCV is not installed' not in record.getMessage()
+
+
+logging.getLogger('absl').addFilter(_QuietOpenCvHint())
 
 Shard = tuple[int, int]  # (index, count): the index-th of count even, contiguous parts
 
@@ -43,22 +57,51 @@ def read_split_cached(
   name: str, version: str, split: str, data_dir: pathlib.Path, cache_dir: pathlib.Path,
   shard: Shard | None = None,
 ) -> dict:  # fmt: skip
-  """read_split, with the decoded arrays cached as .npz (decoding PNGs takes seconds)."""
+  """read_split, with the decoded arrays cached as .npz (decoding PNGs takes seconds).
+
+  A damaged cache (cut short, a flipped byte: the zip's CRC-32s catch it, or arrays that
+  are not the split it names) is reported in one line and rebuilt.
+  """
   path = _cache_path(cache_dir, name, version, split, shard)
   source = str(data_dir.resolve())
   if path.is_file():
     try:
-      with np.load(path) as cached:
-        if str(cached['source']) == source:
-          return {'image': cached['image'], 'label': cached['label']}
-    except (OSError, ValueError, KeyError):
-      pass  # unreadable cache: decode again and overwrite it
+      cached = _load_cache(path, name, split if shard is None else None)
+    except Exception as e:
+      reason = f'{type(e).__name__}: {(str(e).splitlines() or [""])[0]}'
+      print(
+        f'warning: the decoded-array cache {path} is damaged ({reason}); rebuilding it from '
+        f'{data_dir}',
+        file=sys.stderr,
+        flush=True,
+      )
+    else:
+      if cached['source'] == source:  # else the same split prepared elsewhere: decode that
+        return {'image': cached['image'], 'label': cached['label']}
   arrays = read_split(name, version, split, data_dir, shard)
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f'.tmp{os.getpid()}.npz')
-    np.savez(tmp, source=source, **arrays)
-    os.replace(tmp, path)  # atomic: readers never see a half-written cache
-  except OSError:
-    pass  # a read-only cache dir only costs speed
+    with files.atomic_path(path) as tmp:  # readers never see a half-written cache
+      np.savez(tmp, source=source, **arrays)
+  except OSError as e:  # DiskFullError is one too: the cache only saves time
+    print(f'warning: cannot cache the decoded arrays in {path} ({e}); the next run decodes again')
   return arrays
+
+
+def _load_cache(path: pathlib.Path, name: str, split: str | None) -> dict:
+  """The cached arrays and their source dir; raises ValueError where they are not the split.
+
+  split: the split's spec, to check the example count (None for a process's shard).
+  """
+  with np.load(path) as cached:  # reads every array whole: the zip checks each one's CRC-32
+    arrays = {key: cached[key] for key in ('source', 'image', 'label')}
+  images, labels = arrays['image'], arrays['label']
+  shape = catalog.SHAPES[name]
+  if images.dtype != np.uint8 or images.shape[1:] != shape:
+    raise ValueError(f'images are {images.dtype} {images.shape[1:]}, not uint8 {shape}')
+  if labels.dtype != np.int32 or labels.shape != images.shape[:1]:
+    raise ValueError(f'{len(labels)} int32 labels expected, found {labels.dtype} {labels.shape}')
+  expected = catalog.split_size(name, split) if split else None
+  if expected is not None and len(labels) != expected:
+    raise ValueError(f'{len(labels):,} examples where {split} has {expected:,}')
+  return {**arrays, 'source': str(arrays['source'])}

@@ -124,8 +124,12 @@ def read_label_feature(name: str, version: str, data_dir) -> LabelFeature:
   label = features['featuresDict']['features']['label']['classLabel']
   num_classes = int(label['numClasses'])
   names_file = path / 'label.labels.txt'
-  if names_file.is_file():
-    names = tuple(names_file.read_text().split())
+  if names_file.is_file():  # one name per line, as tfds reads it: 'Ankle boot' is one class
+    names = tuple(line.strip() for line in names_file.read_text().split('\n') if line.strip())
   else:  # tfds names classes by their index when the builder gives no names
     names = tuple(str(i) for i in range(num_classes))
+  if len(names) != num_classes:
+    raise DataError(
+      f'{names_file} names {len(names)} classes, {name} has {num_classes}; prepare {name} again'
+    )
   return LabelFeature(num_classes, names)
