@@ -1,9 +1,13 @@
 """dnn_jax.main: the command line, overrides, one-line errors, and no TensorFlow in training."""
 
 import json
+import shutil
 
+import numpy as np
 import pytest
 from conftest import run_python
+
+from dnn_jax.data import catalog, locate, read
 
 # Runs main in-process, then prints which TensorFlow modules training imported.
 RUN_MAIN_THEN_LIST_TF = (
@@ -97,3 +101,99 @@ def test_a_second_run_takes_every_program_from_the_compilation_cache(tmp_path):
     json.loads((tmp_path / n / 'metrics.json').read_text()) for n in ('first', 'second')
   )
   assert first['test'] == second['test']
+
+
+@pytest.mark.parametrize(
+  'source, message',
+  [
+    ('def get_config(:\n  pass\n', '{path}:1: SyntaxError: invalid syntax'),
+    ('import os\n\nraise RuntimeError("no GPU here")\n', '{path}:3: RuntimeError: no GPU here'),
+    ('X = 1\n', '{path} defines no get_config(); an experiment file returns its ConfigDict'),
+    ('def get_config():\n  return int("3e-4")\n', '{path}:2: ValueError: invalid literal for'),
+    ('def get_config():\n  return {"lr": 1}\n', '{path}: get_config() returned dict, not an ml_'),
+  ],
+)  # fmt: skip
+def test_a_broken_config_file_is_one_line_naming_file_and_line(tmp_path, source, message):
+  path = tmp_path / 'broken.py'
+  path.write_text(source)
+  result = run_python('-m', 'dnn_jax.main', '--config', str(path), '--workdir', str(tmp_path / 'w'))
+  assert result.returncode == 2
+  (line,) = result.stderr.splitlines()
+  assert line.startswith('error: ' + message.format(path=path)), line
+  assert not (tmp_path / 'w').exists()
+
+
+def test_a_report_that_fails_is_one_line_saying_the_run_finished(tmp_path):
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  (workdir / 'report').write_text('a file where the report directory goes')
+  result = run_python(
+    '-m', 'dnn_jax.main', '--config', 'experiments/mnist_mlp.py', '--workdir', str(workdir),
+    '--config.num_epochs=1', '--config.data.train_split=train[:512]', '--config.num_devices=1',
+  )  # fmt: skip
+  assert result.returncode == 1
+  assert result.stderr.splitlines() == [
+    f'error: the report could not be drawn (FileExistsError: [Errno 17] File exists: '
+    f"'{workdir / 'report'}'); the run itself finished: {workdir / 'metrics.json'}; redraw it "
+    f'with python -m dnn_jax.report --workdir {workdir}'
+  ]
+  assert 'test' in json.loads((workdir / 'metrics.json').read_text())
+
+
+def _prepared_mnist_copy(data_dir):
+  """A prepared MNIST in data_dir (its records linked, not copied), for runs to alter."""
+  version = catalog.version('mnist')
+  source = locate.prepared_dir(locate.writable_data_dir(), 'mnist', version)
+  copy = locate.prepared_dir(data_dir, 'mnist', version)
+  copy.mkdir(parents=True)
+  for path in source.iterdir():
+    if 'array_record' in path.name:
+      (copy / path.name).symlink_to(path)
+    else:
+      shutil.copy(path, copy / path.name)
+  return copy
+
+
+def test_class_names_with_spaces_train_and_report(tmp_path):
+  """MNIST's digits under fashion_mnist's class names ('T-shirt/top' ... 'Ankle boot')."""
+  import tensorflow_datasets as tfds
+
+  names = tfds.builder('fashion_mnist', data_dir=str(tmp_path / 'empty')).info.features['label']
+  copy = _prepared_mnist_copy(tmp_path / 'data')
+  (copy / 'label.labels.txt').write_text('\n'.join(names.names) + '\n')
+  workdir = tmp_path / 'run'
+  result = run_python(
+    '-m', 'dnn_jax.main', '--config', 'experiments/mnist_mlp.py', '--workdir', str(workdir),
+    f'--config.data.data_dir={tmp_path / "data"}', '--config.num_epochs=1',
+    '--config.data.train_split=train[:512]', '--config.num_devices=1',
+    '--config.data.validation_split=test[:500]', '--config.data.test_split=test[:500]',
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr
+  rows = (workdir / 'report' / 'confusion.txt').read_text().splitlines()
+  assert [row[: len('T-shirt/top')].strip() for row in rows[1:11]] == names.names
+  assert rows[0].endswith('Bag  Ankle boot')  # 10 columns, one per class
+
+
+def test_a_run_with_a_damaged_array_cache_warns_rebuilds_and_trains(tmp_path):
+  data_dir = tmp_path / 'data'  # writable: the array cache goes here
+  prepared = locate.writable_data_dir()  # read-only for this run
+  version = catalog.version('mnist')
+  for split in ('train[:512]', 'test[:500]'):
+    read.read_split_cached('mnist', version, split, prepared, data_dir)
+  (cache,) = data_dir.rglob('train_512_.npz')
+  cache.write_bytes(cache.read_bytes()[:1000])  # a copy cut short
+  result = run_python(
+    '-m', 'dnn_jax.main', '--config', 'experiments/mnist_mlp.py', '--workdir', str(tmp_path / 'w'),
+    f'--config.data.data_dir={data_dir}', f'--config.data.data_dirs={prepared}',
+    '--config.num_epochs=1', '--config.data.train_split=train[:512]', '--config.num_devices=1',
+    '--config.data.validation_split=test[:500]', '--config.data.test_split=test[:500]',
+    '--noreport',
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr
+  assert result.stderr.splitlines() == [
+    f'warning: the decoded-array cache {cache} is damaged (BadZipFile: File is not a zip file); '
+    f'rebuilding it from {prepared}'
+  ]
+  assert 'Test accuracy: ' in result.stdout
+  with np.load(cache) as rebuilt:
+    assert rebuilt['image'].shape == (512, 28, 28, 1)
