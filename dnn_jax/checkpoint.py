@@ -19,20 +19,26 @@ import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
-from dnn_jax import steps
-from dnn_jax.errors import CheckpointError
+from dnn_jax import files, parallel, steps
+from dnn_jax.errors import CheckpointError, DiskFullError
 
 ARRAY_ITEMS = ('params', 'model_state', 'opt_state')  # TrainState fields saved as arrays
+# Free space a save needs beyond its arrays' bytes: orbax's metadata files and the meta JSON.
+SAVE_OVERHEAD_BYTES = 256 * 1024
 UNREADABLE_DIR = 'checkpoints_unreadable'  # beside checkpoints/: where broken ones are moved
 
 
 class _QuietExpectedWarnings(logging.Filter):
-  """Orbax warns on what dnn_jax does by design: saves without metrics, read-only managers."""
+  """Orbax warns on what dnn_jax does by design (saves without metrics, read-only managers),
+  and logs a full disk from each of its save threads, which dnn_jax reports in one line."""
 
   EXPECTED = ('did not provide metrics', 'Given directory is read only')
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return not any(text in record.getMessage() for text in self.EXPECTED)
+    if any(text in record.getMessage() for text in self.EXPECTED):
+      return False
+    error = record.exc_info[1] if record.exc_info else None
+    return not (files.is_disk_full(error) or files.says_disk_full(record.getMessage()))
 
 
 logging.getLogger('absl').addFilter(_QuietExpectedWarnings())
@@ -69,6 +75,11 @@ class Checkpoints:
     handlers = {k: ocp.StandardCheckpointHandler() for k in ARRAY_ITEMS}
     handlers['meta'] = ocp.JsonCheckpointHandler()
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+    self._saving = None  # the step of the last save started
+    self._unraisablehook = None
+    if not read_only:  # until close(): see _quiet_closed_loop_callbacks
+      self._unraisablehook = sys.unraisablehook
+      sys.unraisablehook = _quiet_closed_loop_callbacks(self._unraisablehook)
 
   def all_steps(self) -> list:
     return list(self.manager.all_steps())
@@ -84,11 +95,16 @@ class Checkpoints:
   def save(self, state: steps.TrainState, meta: dict, metrics: dict | None = None) -> bool:
     """Starts saving state and meta at meta['step']; False if that step is already saved.
 
-    metrics (epoch ends only): {'val_accuracy'} ranks the checkpoint for `best`.
+    metrics (epoch ends only): {'val_accuracy'} ranks the checkpoint for `best`. Raises
+    DiskFullError, before writing anything, when the disk cannot hold it (and when a save
+    still fails for want of space: orbax then leaves only a temporary directory, which the
+    next start removes).
     """
     step = meta['step']
     if step in self.all_steps():
       return False
+    self.wait()  # the previous save first: a failure is reported against its own step
+    self._check_space(state, step)
     # Copies: the next compiled call donates (overwrites) state's buffers while orbax writes.
     state = jax.tree.map(jnp.copy, state)
     items = {  # orbax refuses empty trees: a model without BatchNorm has no model_state
@@ -98,10 +114,28 @@ class Checkpoints:
     }
     if metrics is not None:
       metrics = {**metrics, 'step': step}
-    self.manager.save(
-      step, args=ocp.args.Composite(**items, meta=ocp.args.JsonSave(meta)), metrics=metrics
-    )
+    self._saving = step
+    with files.writing(self._activity()):
+      self.manager.save(
+        step, args=ocp.args.Composite(**items, meta=ocp.args.JsonSave(meta)), metrics=metrics
+      )
     return True
+
+  def _activity(self) -> str:
+    return f'saving checkpoint {self._saving} in {self.directory}'
+
+  def _check_space(self, state: steps.TrainState, step: int) -> None:
+    """Raises DiskFullError when the disk has less free space than the save needs."""
+    need = SAVE_OVERHEAD_BYTES + sum(
+      x.nbytes for k in ARRAY_ITEMS for x in jax.tree.leaves(getattr(state, k))
+    )
+    free = shutil.disk_usage(self.directory).free
+    if parallel.all_processes_agree(free >= need):
+      return
+    raise DiskFullError(
+      f'saving checkpoint {step} in {self.directory}',
+      f'it needs about {_kib(need)}, {_kib(free)} are free',
+    )
 
   def read_meta(self, step: int) -> dict:
     """The JSON half of a checkpoint: progress, history and config."""
@@ -138,7 +172,7 @@ class Checkpoints:
       except Exception as e:  # any failure to read means this one is broken
         restored, error = None, e
       # Processes agree before anyone moves a checkpoint, so all fall back to the same one.
-      if _all_processes(error is None):
+      if parallel.all_processes_agree(error is None):
         return (*restored, step)
       moved = self._move_aside(step)  # every process calls it: it waits for process 0's move
       earlier = [s for s in self.all_steps() if s < step]
@@ -170,18 +204,49 @@ class Checkpoints:
 
   def wait(self) -> None:
     """Blocks until every started save is complete on disk."""
-    self.manager.wait_until_finished()
+    with files.writing(self._activity()):
+      self.manager.wait_until_finished()
 
-  def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
+  def close(self, raise_errors: bool = True) -> None:
+    """Waits for the saves in flight and closes; raise_errors=False while another error is
+    on its way out (a failed save then stays a temporary directory, removed at next start)."""
+    try:
+      self.wait()
+      self.manager.close()
+    except Exception:
+      if raise_errors:
+        raise
+    finally:
+      if self._unraisablehook is not None:
+        sys.unraisablehook, self._unraisablehook = self._unraisablehook, None
 
 
-def _all_processes(ok: bool) -> bool:
-  """True when ok holds on every process (a collective: every process must call it)."""
-  if jax.process_count() == 1:
-    return ok
-  return bool(multihost_utils.process_allgather(jnp.asarray(ok)).all())
+def _quiet_closed_loop_callbacks(previous):
+  """An unraisable-exception hook that drops 'Event loop is closed' and passes the rest on.
+
+  When one write of an async save fails (a full disk), orbax closes that save's event loop;
+  tensorstore then completes the save's other writes into the closed loop, and each prints a
+  traceback. The failure itself reaches the main thread and is reported there in one line.
+  """
+
+  def hook(unraisable):
+    error = unraisable.exc_value
+    if isinstance(error, RuntimeError) and str(error) == 'Event loop is closed':
+      return
+    previous(unraisable)
+
+  return hook
+
+
+def last_complete_step(directory) -> int | None:
+  """The newest step whose save finished (orbax renames a checkpoint into place when done)."""
+  directory = pathlib.Path(directory)
+  done = [int(p.name) for p in directory.glob('*') if p.name.isdigit() and p.is_dir()]
+  return max(done, default=None)
+
+
+def _kib(size: int) -> str:
+  return f'{size / 1024:,.0f} KiB'
 
 
 def _abstract(tree):

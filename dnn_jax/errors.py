@@ -19,3 +19,15 @@ class CheckpointError(UserError):
 
 class NonFiniteError(UserError):
   """The loss or params became NaN or Inf; the run stopped, its last good checkpoint kept."""
+
+
+class DiskFullError(UserError):
+  """A write failed for want of space (or quota); nothing half-written was left in its place."""
+
+  def __init__(self, activity: str, detail: str = '', still_safe: str = ''):
+    self.activity = activity  # e.g. 'saving checkpoint 94 in runs/x/checkpoints'
+    self.detail = detail  # e.g. 'it needs 612 KB, 402 KB are free'
+    line = f'no space left on device while {activity}'
+    line += f' ({detail}); ' if detail else '; '
+    line += 'free space or pass another --workdir'
+    super().__init__(f'{line}; {still_safe}' if still_safe else line)

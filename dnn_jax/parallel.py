@@ -49,6 +49,13 @@ def put(tree, sharding: NamedSharding):
   return jax.tree.map(put_leaf, tree)
 
 
+def all_processes_agree(ok: bool) -> bool:
+  """True when ok holds on every process (a collective: every process must call it)."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(multihost_utils.process_allgather(np.asarray(ok)).all())
+
+
 def gather_from_processes(local: dict) -> dict:
   """Each process's rows of every array, concatenated in process order, on every process."""
   sizes = multihost_utils.process_allgather(np.int32(len(next(iter(local.values())))))

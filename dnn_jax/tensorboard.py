@@ -1,15 +1,21 @@
 """TensorBoard event files in <workdir>/tensorboard: epoch scalars, the config, report images.
 
-Written with tensorboardX, which needs no TensorFlow; `tensorboard --logdir runs` shows them.
-Only process 0 writes. A resumed run adds only the points its event files lack, and hides
-those written past its checkpoint (a run killed after writing an epoch but before saving it).
+Summaries are built with tensorboardX, which needs no TensorFlow; `tensorboard --logdir runs`
+shows them. Only process 0 writes, synchronously: a write that fails (a full disk) is cut off
+the file again, so an events file never ends in half a record. A resumed run adds only the
+points its event files lack, and hides those written past its checkpoint (a run killed after
+writing an epoch but before saving it).
 """
 
+import os
 import pathlib
+import socket
 import struct
 import time
 
 import jax
+
+from dnn_jax import files
 
 # Scalar tag -> metrics.json history key, at the global step of each epoch's end.
 EPOCH_SCALARS = {
@@ -28,12 +34,61 @@ def logdir(workdir) -> pathlib.Path:
   return pathlib.Path(workdir) / 'tensorboard'
 
 
-def _summary_writer(directory: pathlib.Path, purge_step=None):
-  from tensorboardX import SummaryWriter
+class EventFile:
+  """One new events file (TFRecords of Event protos), appended to synchronously."""
 
-  # tensorboardX names files by the second and opens them 'wb': a second writer within the
-  # same second would overwrite the first without a suffix of its own (one that sorts later).
-  return SummaryWriter(str(directory), purge_step=purge_step, filename_suffix=f'.{time.time_ns()}')
+  def __init__(self, directory: pathlib.Path, purge_step: int | None = None):
+    """Creates the file; purge_step hides the points already written at or after it."""
+    from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+    directory.mkdir(parents=True, exist_ok=True)
+    # TensorBoard reads files in name order; the nanoseconds keep two writers of one second
+    # in the order they were opened.
+    self.path = directory / (
+      f'events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{time.time_ns()}'
+    )
+    self._size = 0  # bytes of whole records on disk
+    first = [Event(wall_time=time.time(), file_version='brain.Event:2')]
+    if purge_step is not None:
+      start = SessionLog(status=SessionLog.START)
+      first.append(Event(wall_time=time.time(), step=purge_step, session_log=start))
+    self.write(first)
+
+  def add(self, summaries: list, step: int) -> None:
+    """Appends Summary protos at step, all in one write."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    now = time.time()
+    self.write([Event(wall_time=now, step=step, summary=summary) for summary in summaries])
+
+  def write(self, events: list) -> None:
+    """Appends Event protos and syncs them to disk; on failure the file is as it was."""
+    data = b''.join(_record(event.SerializeToString()) for event in events)
+    try:
+      with files.writing(f'writing TensorBoard events to {self.path}'), open(self.path, 'ab') as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    except BaseException:
+      if self._size:
+        os.truncate(self.path, self._size)  # truncating needs no free space
+      else:
+        self.path.unlink(missing_ok=True)
+      raise
+    self._size += len(data)
+
+
+def _record(data: bytes) -> bytes:
+  """data as one TFRecord: its length, the length's CRC, the data, the data's CRC."""
+  from tensorboardX.record_writer import masked_crc32c
+
+  header = struct.pack('<Q', len(data))
+  return (
+    header
+    + struct.pack('<I', masked_crc32c(header))
+    + data
+    + struct.pack('<I', masked_crc32c(data))
+  )
 
 
 def _events(path: pathlib.Path):
@@ -82,18 +137,18 @@ def flat_hparams(config) -> dict:
 
 
 class Writer:
-  """A run's scalars, test result and hparams; a context manager that closes the file."""
+  """A run's scalars, test result and hparams, in an events file of its own."""
 
   def __init__(self, workdir, exp, run):
     """Opens <workdir>/tensorboard for exp (an Experiment) at run's (a train.Progress) step."""
     self._steps_per_epoch, self._num_train = exp.steps_per_epoch, exp.num_train
-    self._writer = None
+    self._file = None
     if jax.process_index() != 0:
       return
     directory = logdir(workdir)
     present = written(directory) if directory.is_dir() else set()
     stale = any(step > run.step for _, step in present)
-    self._writer = _summary_writer(directory, purge_step=run.step + 1 if stale else None)
+    self._file = EventFile(directory, purge_step=run.step + 1 if stale else None)
     self._present = {(tag, step) for tag, step in present if step <= run.step}
     if run.step == 0 or (HPARAMS_START, 0) not in self._present:
       self._write_hparams(exp.config)
@@ -104,20 +159,21 @@ class Writer:
     from tensorboardX.summary import hparams
 
     experiment, start, _ = hparams(flat_hparams(config), dict.fromkeys(TEST_SCALARS, 0.0))
-    for summary in (experiment, start):
-      self._writer.file_writer.add_summary(summary, 0)
+    self._file.add([experiment, start], 0)
     self._present.add((HPARAMS_START, 0))
 
   def _scalars(self, values: dict, step: int) -> None:
-    for tag, value in values.items():
-      if (tag, step) not in self._present:
-        self._writer.add_scalar(tag, value, step)
-        self._present.add((tag, step))
-    self._writer.flush()  # `tensorboard` shows each epoch as it ends
+    """Writes the values not yet written at step: one write, so `tensorboard` shows it now."""
+    from tensorboardX.summary import scalar
+
+    new = {tag: value for tag, value in values.items() if (tag, step) not in self._present}
+    if new:
+      self._file.add([scalar(tag, value) for tag, value in new.items()], step)
+      self._present.update((tag, step) for tag in new)
 
   def write_epoch(self, record: dict) -> None:
     """Writes one metrics.json history record at the step of its epoch's end."""
-    if self._writer is None:
+    if self._file is None:
       return
     values = {tag: record[key] for tag, key in EPOCH_SCALARS.items()}
     if record['train_seconds'] > 0:
@@ -126,25 +182,15 @@ class Writer:
 
   def write_test(self, test: dict, step: int) -> None:
     """Writes the test metrics, which the hparams dashboard shows beside the config."""
-    if self._writer is None:
+    if self._file is None:
       return
     from tensorboardX.summary import hparams
 
     self._scalars({tag: test[key] for tag, key in TEST_SCALARS.items()}, step)
     if (HPARAMS_END, step) not in self._present:
       _, _, end = hparams({}, {})  # status: success
-      self._writer.file_writer.add_summary(end, step)
+      self._file.add([end], step)
       self._present.add((HPARAMS_END, step))
-
-  def close(self) -> None:
-    if self._writer is not None:
-      self._writer.close()
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc_info):
-    self.close()
 
 
 def log_report_images(workdir, pngs: dict[str, pathlib.Path], step: int) -> None:
@@ -156,15 +202,14 @@ def log_report_images(workdir, pngs: dict[str, pathlib.Path], step: int) -> None
 
   directory = logdir(workdir)
   present = written(directory) if directory.is_dir() else set()
-  writer = _summary_writer(directory)
-  try:
-    for tag, path in pngs.items():
-      if (tag, step) in present:
-        continue
-      data = pathlib.Path(path).read_bytes()
-      with Image.open(path) as image:  # the file's own bytes go in: no re-encoding
-        (width, height), bands = image.size, len(image.getbands())
-      png = Summary.Image(width=width, height=height, colorspace=bands, encoded_image_string=data)
-      writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=png)]), step)
-  finally:
-    writer.close()
+  summaries = []
+  for tag, path in pngs.items():
+    if (tag, step) in present:
+      continue
+    data = pathlib.Path(path).read_bytes()
+    with Image.open(path) as image:  # the file's own bytes go in: no re-encoding
+      (width, height), bands = image.size, len(image.getbands())
+    png = Summary.Image(width=width, height=height, colorspace=bands, encoded_image_string=data)
+    summaries.append(Summary(value=[Summary.Value(tag=tag, image=png)]))
+  if summaries:
+    EventFile(directory).add(summaries, step)

@@ -4,7 +4,6 @@ import contextlib
 import dataclasses
 import io
 import json
-import os
 import pathlib
 import shutil
 import statistics
@@ -18,13 +17,15 @@ from dnn_jax import (
   checkpoint,
   configs,
   experiment,
+  files,
   parallel,
   preemption,
   progress,
   steps,
   tensorboard,
 )
-from dnn_jax.errors import CheckpointError, NonFiniteError, UserError
+from dnn_jax import workdir as workdir_lib
+from dnn_jax.errors import CheckpointError, DiskFullError, NonFiniteError, UserError
 
 METRIC_SUMS = ('loss', 'correct', 'count', 'nonfinite')
 
@@ -52,30 +53,46 @@ def train_and_evaluate(config, workdir) -> dict:
   """
   configs.validated(config)  # a bad value must not leave an empty workdir behind
   created = not pathlib.Path(workdir).exists()
-  workdir = _prepare_workdir(workdir)
+  workdir = workdir_lib.prepare(workdir)
   try:
-    with preemption.StopRequests() as stop:
+    parallel.initialize_distributed(config.distributed)  # before the lock: process 0 holds it
+    with workdir_lib.locked(workdir), preemption.StopRequests() as stop:
       exp = experiment.setup(config)
       ckpts = checkpoint.Checkpoints(
         workdir / 'checkpoints', config.checkpoint.max_to_keep, config.checkpoint.async_save
       )
-      # In a multi-process run, process 0 speaks and writes files for all.
-      quiet = jax.process_index() != 0
       try:
-        state, run, start_note = _start(exp, ckpts)  # before compiling: a misfit fails fast
-        experiment.compile_training(exp)
-        with (
-          contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext(),
-          tensorboard.Writer(workdir, exp, run) as board,  # process 0 writes
-        ):
-          _print_header(exp, start_note)
-          return _train(exp, ckpts, state, run, workdir, stop, board)
-      finally:
-        ckpts.close()  # waits for the saves in flight
+        result = _run(exp, ckpts, workdir, stop)
+      except BaseException:
+        ckpts.close(raise_errors=False)  # the first error is the one to report
+        raise
+      ckpts.close()  # waits for the saves in flight
+      return result
+  except DiskFullError as e:
+    raise DiskFullError(e.activity, e.detail, _last_complete(workdir)) from e
   except UserError:
     if created and not any(p.name.isdigit() for p in workdir.glob('checkpoints/*')):
       shutil.rmtree(workdir, ignore_errors=True)  # nothing worth keeping: leave no trace
     raise
+
+
+def _run(exp, ckpts, workdir: pathlib.Path, stop) -> dict:
+  """Starts or resumes, compiles, and trains; in a multi-process run process 0 speaks."""
+  quiet = jax.process_index() != 0
+  state, run, start_note = _start(exp, ckpts)  # before compiling: a misfit fails fast
+  experiment.compile_training(exp)
+  board = tensorboard.Writer(workdir, exp, run)  # process 0 writes
+  with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+    _print_header(exp, start_note)
+    return _train(exp, ckpts, state, run, workdir, stop, board)
+
+
+def _last_complete(workdir: pathlib.Path) -> str:
+  """Where a run that stopped for a full disk can resume from, for its error line."""
+  step = checkpoint.last_complete_step(workdir / 'checkpoints')
+  if step is None:
+    return 'no checkpoint is complete yet'
+  return f'the last complete checkpoint is {workdir / "checkpoints" / str(step)}'
 
 
 def _start(exp: experiment.Experiment, ckpts: checkpoint.Checkpoints):
@@ -296,24 +313,7 @@ def _meta(exp: experiment.Experiment, run: Progress) -> dict:
   }
 
 
-def _prepare_workdir(workdir) -> pathlib.Path:
-  workdir = pathlib.Path(workdir)
-  try:
-    workdir.mkdir(parents=True, exist_ok=True)
-    probe = workdir / f'.write-test-{os.getpid()}'
-    probe.write_text('')
-    probe.unlink()
-  except OSError as e:
-    raise UserError(
-      f'workdir {workdir} is not writable ({e.strerror}); pass another --workdir'
-    ) from e
-  return workdir
-
-
 def write_json(path: pathlib.Path, obj) -> None:
   """Writes atomically, so a reader or a crash never sees half a file; process 0 only."""
-  if jax.process_index() != 0:
-    return
-  tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-  tmp.write_text(json.dumps(obj, indent=2) + '\n')
-  os.replace(tmp, path)
+  if jax.process_index() == 0:
+    files.write_json(path, obj)

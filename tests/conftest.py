@@ -58,3 +58,42 @@ def natural_image(shape, seed=0):
   image = np.clip(np.round(image), 0, 255)
   image[0, 0], image[-1, -1] = 0, 255  # the full range, so skimage does not stretch the input
   return image.astype(np.uint8).reshape(shape)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """mount(size) -> a fresh directory on a tmpfs of that size ('2m'), unmounted afterwards.
+
+  Real full-disk errors need a real small filesystem; CI runs as root, so these tests run there.
+  """
+  mounts = []
+
+  def mount(size: str) -> pathlib.Path:
+    if os.geteuid() != 0:
+      pytest.skip('mounting a tmpfs needs root (CI runs as root)')
+    point = tmp_path / f'disk{len(mounts)}'
+    point.mkdir()
+    subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(point)], check=True)
+    mounts.append(point)
+    return point
+
+  yield mount
+  for point in mounts:
+    subprocess.run(['umount', '-l', str(point)], check=False)
+
+
+def resize_disk(point: pathlib.Path, size: str) -> None:
+  """Gives a small_disk tmpfs a new size (space freed, as a user would)."""
+  subprocess.run(['mount', '-o', f'remount,size={size}', str(point)], check=True)
+
+
+def fill_disk(point: pathlib.Path, leave_bytes: int = 0) -> None:
+  """Fills the filesystem at point, leaving about leave_bytes free, with one filler file."""
+  stat = os.statvfs(point)
+  size = stat.f_bavail * stat.f_frsize - leave_bytes
+  try:
+    with open(point / 'filler', 'wb') as f:
+      for _ in range(max(0, size) // 4096):
+        f.write(b'\0' * 4096)
+  except OSError:  # full already: that is what was asked
+    pass

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from dnn_jax import tensorboard
+from dnn_jax import files, tensorboard
 from dnn_jax.models import layers
 from dnn_jax.report import confusion, curves, filters, grids, html, patches, predict
 from dnn_jax.report import run as run_lib
@@ -77,7 +77,7 @@ def build_report(workdir, which: str = 'best') -> Report:
   test = TestSet(images_N, run.splits.test['label'], x_N, logits_NxK)
   counts_KxK = confusion.confusion_matrix(test.labels_N, test.predictions_N, run.splits.num_classes)
   confusion_text = confusion.format_confusion(counts_KxK, run.splits.class_names)
-  (out / 'confusion.txt').write_text(confusion_text + '\n')
+  files.write_text(out / 'confusion.txt', confusion_text + '\n')
 
   pictures = [
     *diagram_pictures(run, out),

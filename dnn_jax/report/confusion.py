@@ -3,6 +3,8 @@
 import numpy as np
 from matplotlib.figure import Figure
 
+from dnn_jax import files
+
 
 def confusion_matrix(labels_N, predictions_N, num_classes: int) -> np.ndarray:
   """[true, predicted] int64 counts."""
@@ -49,4 +51,4 @@ def draw_confusion(path, counts_KxK: np.ndarray, class_names) -> None:
   ax.set_ylabel('true')
   total, right = counts_KxK.sum(), np.trace(counts_KxK)
   ax.set_title(f'Test set: {right:,} of {total:,} right ({right / max(total, 1):.4f})')
-  fig.savefig(path, dpi=100)
+  files.save_figure(fig, path, dpi=100)

@@ -3,6 +3,8 @@
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from dnn_jax import files
+
 
 def draw_curves(path, history: list[dict], best_epoch: int | None = None) -> None:
   """Three panels: train vs validation loss, train vs validation accuracy, learning rate."""
@@ -32,4 +34,4 @@ def draw_curves(path, history: list[dict], best_epoch: int | None = None) -> Non
     else:
       ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-  fig.savefig(path, dpi=100)
+  files.save_figure(fig, path, dpi=100)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from dnn_jax import summary
+from dnn_jax import files, summary
 from dnn_jax.errors import UserError
 from dnn_jax.models import layers as L
 from dnn_jax.models.resnet import PreactBottleneck
@@ -224,7 +224,7 @@ def draw(graph: Graph, out_stem: pathlib.Path, title: str = '') -> list[pathlib.
   paths = [out_stem.with_name(out_stem.name + suffix) for suffix in ('.png', '.svg')]
   with matplotlib.rc_context({'svg.fonttype': 'none'}):  # names stay searchable text
     for path in paths:
-      fig.savefig(path, dpi=100)
+      files.save_figure(fig, path, dpi=100)
   return paths
 
 

@@ -7,6 +7,8 @@ than one matplotlib axes per tile.
 import numpy as np
 from matplotlib.figure import Figure
 
+from dnn_jax import files
+
 RIGHT, WRONG = '#1a7f37', '#cf222e'  # green, red
 GAP = 2  # pixels between tiles
 
@@ -69,7 +71,7 @@ def draw_titled_grid(
     ax.text(x0 + w / 2, y0 - 0.8, title, ha='center', va='bottom', color=colour, fontsize=fontsize)
   if heading:
     fig.text(0.5, 1 - heading_h / 2 / (grid_h + heading_h), heading, ha='center', va='center')
-  fig.savefig(path, dpi=100)
+  files.save_figure(fig, path, dpi=100)
 
 
 def fitting_fontsize(titles, tile_inches: float, largest: float = 11) -> float:
@@ -109,4 +111,4 @@ def draw_message(path, message: str) -> None:
   """A small PNG saying message, where a grid would have nothing to show."""
   fig = Figure(figsize=(6, 1.5))
   fig.text(0.5, 0.5, message, ha='center', va='center', fontsize=12)
-  fig.savefig(path, dpi=100)
+  files.save_figure(fig, path, dpi=100)

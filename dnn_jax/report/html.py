@@ -8,6 +8,8 @@ import html
 import json
 import pathlib
 
+from dnn_jax import files
+
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
@@ -74,5 +76,5 @@ def render(
 
 def write(path: pathlib.Path, **kwargs) -> pathlib.Path:
   """Writes render(**kwargs) to path; returns path."""
-  path.write_text(render(**kwargs))
+  files.write_text(path, render(**kwargs))
   return path

@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
+from dnn_jax import files
 from dnn_jax.sweep import tables
 
 LOG_PARAMS = ('learning_rate',)
@@ -105,7 +106,7 @@ def write(table: list, param_names, objective: str, direction: str, workdir: pat
     fig = Figure(figsize=(6, 4.5), layout='constrained')
     _draw(fig, fig.subplots(), kind, x, y, table, objective, maximize)
     paths.append(workdir / f'{stem}.png')
-    fig.savefig(paths[-1], dpi=100)
+    files.save_figure(fig, paths[-1], dpi=100)
   cols = 3
   rows = -(-len(specs) // cols)
   fig = Figure(figsize=(5.5 * cols, 4.3 * rows), layout='constrained')
@@ -121,5 +122,5 @@ def write(table: list, param_names, objective: str, direction: str, workdir: pat
     title += f'{_label(objective)} {best[0][objective]:.4f}'
   fig.suptitle(title)
   paths.append(workdir / 'sweep.png')
-  fig.savefig(paths[-1], dpi=90)
+  files.save_figure(fig, paths[-1], dpi=90)
   return paths

@@ -2,15 +2,14 @@
 one shape together (vmapped), tell the results, and rewrite the tables and plots."""
 
 import math
-import os
 import pathlib
 import time
 
 import optuna
 from optuna.trial import TrialState
 
-from dnn_jax import experiment
-from dnn_jax.errors import UserError
+from dnn_jax import experiment, files, parallel
+from dnn_jax import workdir as workdir_lib
 from dnn_jax.sweep import plots, space, study, tables, vmapped
 
 
@@ -25,7 +24,13 @@ def run_sweep(config, workdir) -> list[dict]:
     The table's rows, by trial number; the best has 'best' True.
   """
   config = space.validated(config)
-  workdir = _prepare_workdir(workdir)
+  workdir = workdir_lib.prepare(workdir)
+  parallel.initialize_distributed(config.distributed)  # before the lock: process 0 holds it
+  with workdir_lib.locked(workdir):
+    return _run_sweep(config, workdir)
+
+
+def _run_sweep(config, workdir: pathlib.Path) -> list[dict]:
   sweep = config.sweep
   the_study = study.open_study(config, workdir)
   retried = study.requeue_interrupted(the_study)
@@ -93,8 +98,8 @@ def _write_outputs(config, the_study, workdir: pathlib.Path, with_plots=False) -
   sweep = config.sweep
   names = sorted(sweep.params)
   table = tables.rows(study.finished(the_study), names, sweep.objective, sweep.direction)
-  _write_text(workdir / 'trials.csv', tables.to_csv(table, names))
-  _write_text(workdir / 'trials.md', tables.markdown(table, names))
+  files.write_text(workdir / 'trials.csv', tables.to_csv(table, names))
+  files.write_text(workdir / 'trials.md', tables.markdown(table, names))
   if with_plots:
     plots.write(table, names, sweep.objective, sweep.direction, workdir)
   return table
@@ -115,22 +120,3 @@ def _print_summary(config, table, trained: int, seconds: float, workdir) -> None
   )
   print(f'Top {min(5, len(ranked))} by {sweep.objective}:')
   print(tables.markdown(ranked[:5], names), end='')
-
-
-def _prepare_workdir(workdir) -> pathlib.Path:
-  workdir = pathlib.Path(workdir)
-  try:
-    workdir.mkdir(parents=True, exist_ok=True)
-  except OSError as e:
-    raise UserError(
-      f'workdir {workdir} cannot be created ({e.strerror}); pass another --workdir'
-    ) from e
-  if not os.access(workdir, os.W_OK):
-    raise UserError(f'workdir {workdir} is not writable; pass another --workdir')
-  return workdir
-
-
-def _write_text(path: pathlib.Path, text: str) -> None:
-  tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-  tmp.write_text(text)
-  os.replace(tmp, path)
