@@ -14,7 +14,7 @@ train: $(PREPARED)
 test: $(PREPARED)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 tests  # two workers: most tests use one core, CI has two
 
 data: $(PREPARED)
 

@@ -75,11 +75,12 @@ PYTHON
 fi
 
 mkdir -p "$OUT"
-data=() calls=() epochs=10 repeats=5 depth=110 cnn_steps=50 resnet_steps=20
+data=() calls=() epochs=10 repeats=5 depth=110 cnn_steps=50 resnet_steps=20 validate=5000
 if [ "${QUICK:-0}" = 1 ]; then
   data=(--config.data.train_split='train[:1024]' --config.data.validation_split='test[:500]'
         --config.data.test_split='test[:500]')
   calls=(--config.steps_per_call=2) epochs=1 repeats=1 depth=20 cnn_steps=2 resnet_steps=2
+  validate=500
 fi
 bench() {  # name, config file, flags...
   local name=$1 file=$2
@@ -90,7 +91,7 @@ bench() {  # name, config file, flags...
 for experiment in mnist_mlp mnist_cnn mnist_cnn_deep; do
   bench "$experiment" "$experiment" "${calls[@]}"
 done
-synthetic=(--config.data.synthetic=True --config.data.validation_split='test[:5000]')
+synthetic=(--config.data.synthetic=True --config.data.validation_split="test[:$validate]")
 bench cifar10_cnn cifar10_cnn "${synthetic[@]}" --config.steps_per_call=$cnn_steps
 bench cifar10_cnn_bf16_b512 cifar10_cnn "${synthetic[@]}" --config.dtype=bfloat16 \
   --config.batch_size=512 --config.steps_per_call=$cnn_steps

@@ -57,7 +57,9 @@ def test_padding_is_masked_out_of_the_gradient():
   padded, padded_sums = params_after([[3, 1, 4, 0, -1, -1, -1, -1]], mesh)
   plain, plain_sums = params_after([[3, 1, 4, 0]], mesh)
   for a, b in zip(jax.tree.leaves(padded.params), jax.tree.leaves(plain.params), strict=True):
-    np.testing.assert_allclose(a, b, rtol=1e-6)
+    # float32 sums over 8 rows or 4 round differently (1.2e-6 apart on a Zen 3 EPYC without
+    # AVX-512); unmasked padding would add four whole examples' gradients.
+    np.testing.assert_allclose(a, b, rtol=1e-5)
   assert padded_sums['count'] == plain_sums['count'] == 4
   np.testing.assert_allclose(padded_sums['loss'], plain_sums['loss'], rtol=1e-6)
 

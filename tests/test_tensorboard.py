@@ -49,6 +49,17 @@ TRAIN_WITHOUT_TF = (
 )
 
 
+@pytest.fixture(scope='module', autouse=True)
+def decoded_splits():
+  """Caches the decoded splits first: a process without TensorFlow cannot decode PNGs."""
+  from dnn_jax.data import splits
+
+  config = mnist_mlp.get_config().data
+  config.train_split = f'train[:{NUM_TRAIN}]'
+  config.validation_split = config.test_split = 'test[:1000]'
+  splits.load(config)
+
+
 def train(workdir, epochs: int) -> dict:
   result = run_python('-c', TRAIN_WITHOUT_TF, str(workdir), str(epochs))
   assert result.returncode == 0, result.stderr
