@@ -1,0 +1,42 @@
+"""The peer protocol's steady state: per-step times until enough are taken, then min/median/max.
+
+Every peer (dnn_jax, Keras, PyTorch) times its own steps and hands the list here, so all of
+them are judged by one rule: drop the warm-up steps (compiling, caches, allocator), keep
+timing until at least `min_steps` steps and `min_seconds` seconds are in, report the median.
+"""
+
+import dataclasses
+import statistics
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+  """How long to time: warm-up steps to drop, then at least this many steps and seconds."""
+
+  warmup_steps: int = 20
+  min_steps: int = 200
+  min_seconds: float = 20.0
+
+  def enough(self, step_seconds: list) -> bool:
+    """True once the timed steps (after the warm-up) meet both minimums."""
+    timed = step_seconds[self.warmup_steps :]
+    return len(timed) >= self.min_steps and sum(timed) >= self.min_seconds
+
+
+def summary(step_seconds: list, batch_size: int, budget: Budget) -> dict:
+  """Samples/s at the median step time, with min/max, over the steps after the warm-up."""
+  timed = step_seconds[budget.warmup_steps :]
+  if not timed:
+    raise ValueError(f'no step was timed after the {budget.warmup_steps} warm-up steps')
+  median = statistics.median(timed)
+  return {
+    'train_samples_per_sec': batch_size / median,
+    'train_samples_per_sec_min': batch_size / max(timed),  # from the slowest step
+    'train_samples_per_sec_max': batch_size / min(timed),
+    'step_ms': 1e3 * median,
+    'step_ms_min': 1e3 * min(timed),
+    'step_ms_max': 1e3 * max(timed),
+    'steps_timed': len(timed),
+    'seconds_timed': sum(timed),
+    'warmup_steps': budget.warmup_steps,
+  }
