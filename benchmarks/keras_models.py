@@ -11,7 +11,14 @@ def mlp(hidden_sizes, input_shape=(28, 28, 1), num_classes=10, dropout=0.2):
   stack = [keras.Input(input_shape), kl.Flatten()]
   for hidden in hidden_sizes:
     stack += [kl.Dense(hidden, activation='relu'), kl.Dropout(dropout)]
-  return keras.Sequential([*stack, kl.Dense(num_classes)])
+  return keras.Sequential([*stack, kl.Dense(num_classes), *float32_output()])
+
+
+def float32_output():
+  """Under a mixed policy, a float32 cast of the logits, as Keras's mixed-precision guide does."""
+  if keras.mixed_precision.global_policy().compute_dtype == 'float32':
+    return []
+  return [kl.Activation('linear', dtype='float32')]
 
 
 def cnn_from_tokens(layer_line, input_shape, num_classes=10, kernel_size=3):
@@ -30,7 +37,7 @@ def cnn_from_tokens(layer_line, input_shape, num_classes=10, kernel_size=3):
       stack.append(kl.Flatten())
     else:
       stack.append(kl.Dense(int(match.group(5)), activation='relu'))
-  return keras.Sequential([*stack, kl.Dense(num_classes)])
+  return keras.Sequential([*stack, kl.Dense(num_classes), *float32_output()])
 
 
 def _resnet_layer(
@@ -74,7 +81,8 @@ def resnet_v2(depth, input_shape=(32, 32, 3), num_classes=10):
     filters_in = filters_out
   x = kl.Activation('relu')(kl.BatchNormalization()(x))
   x = kl.Flatten()(kl.AveragePooling2D(pool_size=8)(x))
-  outputs = kl.Dense(num_classes, activation='softmax', kernel_initializer='he_normal')(x)
+  outputs = kl.Dense(num_classes, kernel_initializer='he_normal')(x)
+  outputs = kl.Activation('softmax', dtype='float32')(outputs)  # float32 under a mixed policy
   return keras.Model(inputs, outputs)
 
 

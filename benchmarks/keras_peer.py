@@ -2,11 +2,16 @@
 
 Run by `benchmarks.throughput --peers` in a process of its own per backend (Keras picks its
 backend at import, from KERAS_BACKEND):
-  KERAS_BACKEND=tensorflow python -m benchmarks.keras_peer --config_json c.json --steps 100
-Prints one JSON object. Training is model.fit over `steps` batches of the experiment's data
-(no augmentation, constant learning rate); the first fit call compiles, then the median of
-`repeats` calls is taken, as dnn_jax's benchmark does. Evaluation is model.evaluate over the
-validation split.
+  KERAS_BACKEND=tensorflow python -m benchmarks.keras_peer --config_json c.json \
+    --jit_compile=auto --dtype=bfloat16
+Prints one JSON object. Training is one long `model.fit`, as Keras users run it, over the
+experiment's training images (no augmentation, constant learning rate), with a callback that
+stamps every batch and stops the fit once `benchmarks.steady.Budget` has enough steps; the
+median step time gives samples/s. Evaluation is model.evaluate over the validation split.
+--jit_compile=auto is Keras's default: on a CPU-only machine the TensorFlow backend then runs
+TensorFlow's own (oneDNN) kernels, without XLA; the JAX backend always compiles with XLA.
+--dtype=bfloat16 is Keras's mixed precision (`mixed_bfloat16`: float32 variables, bfloat16
+compute, float32 logits).
 """
 
 import json
@@ -17,11 +22,17 @@ import time
 import ml_collections
 from absl import app, flags
 
+from benchmarks import steady
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string('config_json', None, 'The experiment config, as ConfigDict JSON.')
-flags.DEFINE_integer('steps', 100, 'Optimizer steps per timed fit call.')
-flags.DEFINE_integer('repeats', 5, 'Timed calls after the first (compiling) one.')
-flags.DEFINE_bool('jit_compile', True, "False: TensorFlow's graph mode with its oneDNN kernels.")
+flags.DEFINE_enum('jit_compile', 'auto', ['auto', 'true', 'false'], "Keras's compile.jit_compile.")
+flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'bfloat16: mixed_bfloat16.')
+flags.DEFINE_integer('warmup_steps', 20, 'Steps left out of the timing (compile, warm-up).')
+flags.DEFINE_integer('min_steps', 200, 'Time at least this many steps after the warm-up ...')
+flags.DEFINE_float('min_seconds', 20.0, '... and at least this many seconds ...')
+flags.DEFINE_float('max_seconds', 40.0, '... unless this many seconds pass first.')
+flags.DEFINE_integer('eval_repeats', 3, 'Timed model.evaluate calls after a first one.')
 flags.mark_flags_as_required(['config_json'])
 
 
@@ -36,57 +47,88 @@ def keras_optimizer(keras, opt):
   return keras.optimizers.SGD(opt.learning_rate, opt.momentum, opt.nesterov)
 
 
-def measure(config, steps: int, repeats: int, jit_compile: bool) -> dict:
+def peer_name(backend: str, jit_compile: str) -> str:
+  """keras-tensorflow (its default), keras-tensorflow-xla, keras-tensorflow-nojit, keras-jax."""
+  suffix = {'auto': '', 'true': '-xla', 'false': '-nojit'}[jit_compile]
+  return f'keras-{backend}' + ('' if backend == 'jax' and jit_compile != 'false' else suffix)
+
+
+def step_stamper(keras, budget: steady.Budget, step_seconds: list):
+  """A callback that records every batch's wall time and stops the fit once budget is met."""
+
+  class StepStamper(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+      self.last = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+      # Reading the loss waits for the step (JAX dispatches ahead), as Keras's progress bar does.
+      float((logs or {}).get('loss', 0.0))
+      now = time.perf_counter()
+      step_seconds.append(now - self.last)
+      self.last = now
+      if budget.enough(step_seconds):
+        self.model.stop_training = True
+
+  return StepStamper()
+
+
+def compile_model(keras, config, model, jit_compile: str):
+  """Keras's compile with the experiment's optimizer and loss."""
+  from_logits = config.model.name != 'resnet_v2'  # keras-team's ResNet ends in softmax
+  model.compile(
+    optimizer=keras_optimizer(keras, config.optimizer),
+    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+    metrics=['accuracy'],
+    jit_compile={'auto': 'auto', 'true': True, 'false': False}[jit_compile],
+  )
+
+
+def measure(config, jit_compile: str, dtype: str, budget: steady.Budget, eval_repeats: int):
   """Train and eval samples/s of the Keras twin of config's model on this machine."""
   import keras
 
   from benchmarks import keras_models
   from dnn_jax.data import splits as data_splits
 
+  if dtype == 'bfloat16':
+    keras.mixed_precision.set_global_policy('mixed_bfloat16')
   splits = data_splits.load(config.data)
-  batch = config.batch_size
-  count = min(steps * batch, len(splits.train['label']))
-  x = splits.train['image'][:count].astype('float32') / 255.0
-  y = splits.train['label'][:count]
+  x = splits.train['image'].astype('float32') / 255.0
+  y = splits.train['label']
   x_val = splits.validation['image'].astype('float32') / 255.0
   y_val = splits.validation['label']
   model = keras_models.from_config(config.model, splits.image_shape, splits.num_classes)
-  from_logits = config.model.name != 'resnet_v2'  # keras-team's ResNet ends in softmax
-  model.compile(
-    optimizer=keras_optimizer(keras, config.optimizer),
-    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
-    metrics=['accuracy'],
-    jit_compile=jit_compile,
-  )
-
-  def fit():
-    model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False)
-
-  def evaluate():
+  compile_model(keras, config, model, jit_compile)
+  step_seconds = []
+  # Epochs enough for any budget: the callback ends the fit.
+  epochs = 1 + (budget.warmup_steps + budget.min_steps) * config.batch_size // len(y)
+  epochs = max(epochs, 1000)
+  model.fit(
+    x, y, batch_size=config.batch_size, epochs=epochs, verbose=0,
+    callbacks=[step_stamper(keras, budget, step_seconds)],
+  )  # fmt: skip
+  eval_times = []
+  for _ in range(eval_repeats + 1):  # the first one compiles the test step
+    start = time.perf_counter()
     model.evaluate(x_val, y_val, batch_size=config.eval_batch_size, verbose=0)
-
-  start = time.perf_counter()
-  fit()
-  evaluate()
-  first_seconds = time.perf_counter() - start
-  fit_times, eval_times = [], []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fit()
-    fit_times.append(time.perf_counter() - start)
-    start = time.perf_counter()
-    evaluate()
     eval_times.append(time.perf_counter() - start)
-  fit_seconds, eval_seconds = statistics.median(fit_times), statistics.median(eval_times)
-  backend = keras.backend.backend()
   return {
-    'peer': f'keras-{backend}' + ('' if jit_compile else '-nojit'),
-    'train_samples_per_sec': count / fit_seconds,
-    'eval_samples_per_sec': len(y_val) / eval_seconds,
-    'step_ms': 1e3 * fit_seconds / (count / batch),
-    # The first calls' extra time over steady ones: tracing and compiling.
-    'compile_seconds': max(first_seconds - fit_seconds - eval_seconds, 0.0),
+    'peer': peer_name(keras.backend.backend(), jit_compile),
+    'framework': 'keras',
+    'dtype': dtype,
+    'batch_size': config.batch_size,
+    **steady.summary(step_seconds, config.batch_size, budget),
+    'eval_samples_per_sec': len(y_val) / statistics.median(eval_times[1:] or eval_times),
+    # The warm-up steps' extra time over steady ones: tracing and compiling.
+    'compile_seconds': max(
+      sum(step_seconds[: budget.warmup_steps])
+      - budget.warmup_steps * statistics.median(step_seconds[budget.warmup_steps :]),
+      0.0,
+    ),
     'keras_version': keras.__version__,
+    'keras_backend': keras.backend.backend(),
+    'jit_compile': jit_compile,
+    'model_params': model.count_params(),
   }
 
 
@@ -94,7 +136,8 @@ def main(argv):
   del argv
   with open(FLAGS.config_json) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  result = measure(config, FLAGS.steps, FLAGS.repeats, FLAGS.jit_compile)
+  budget = steady.Budget(FLAGS.warmup_steps, FLAGS.min_steps, FLAGS.min_seconds, FLAGS.max_seconds)
+  result = measure(config, FLAGS.jit_compile, FLAGS.dtype, budget, FLAGS.eval_repeats)
   result['keras_backend_env'] = os.environ.get('KERAS_BACKEND', '')
   print(json.dumps(result))
 

@@ -3,6 +3,8 @@
 Every peer (dnn_jax, Keras, PyTorch) times its own steps and hands the list here, so all of
 them are judged by one rule: drop the warm-up steps (compiling, caches, allocator), keep
 timing until at least `min_steps` steps and `min_seconds` seconds are in, report the median.
+A very slow peer (bfloat16 emulated on a CPU without it) stops at `max_seconds` instead, with
+however many steps that took, so it is not timed for many minutes.
 """
 
 import dataclasses
@@ -11,16 +13,20 @@ import statistics
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-  """How long to time: warm-up steps to drop, then at least this many steps and seconds."""
+  """How long to time: warm-up steps to drop, then enough steps and seconds (or max_seconds)."""
 
   warmup_steps: int = 20
   min_steps: int = 200
   min_seconds: float = 20.0
+  max_seconds: float = 40.0
 
   def enough(self, step_seconds: list) -> bool:
-    """True once the timed steps (after the warm-up) meet both minimums."""
+    """True once the timed steps (after the warm-up) meet both minimums, or max_seconds."""
     timed = step_seconds[self.warmup_steps :]
-    return len(timed) >= self.min_steps and sum(timed) >= self.min_seconds
+    seconds = sum(timed)
+    return bool(timed) and (
+      (len(timed) >= self.min_steps and seconds >= self.min_seconds) or seconds >= self.max_seconds
+    )
 
 
 def summary(step_seconds: list, batch_size: int, budget: Budget) -> dict:

@@ -1,19 +1,29 @@
-"""Train and eval throughput of an experiment's compiled epoch, and the machine's matmul rate.
+"""Train and eval throughput of an experiment's compiled steps, and of its peers.
 
-Usage: python -m benchmarks.throughput --config experiments/mnist_mlp.py [--repeats 5] [--peers]
+Usage: python -m benchmarks.throughput --config experiments/mnist_cnn.py \
+  [--dtypes float32,bfloat16] [--peers all] [--record benchmarks/records.jsonl]
 
-Prints one JSON object per line (dnn_jax, then each peer), then a readable table. Medians of
-timed compiled calls after a warm-up call; compile time is measured apart. A call trains
-`steps_per_call` steps (default: a whole epoch; e.g. --config.steps_per_call=20 for big
-models) and evaluates the whole validation split (shrink it with
---config.data.validation_split=test[:1000]). The matmul rate (float32, the model's widest
-dense shape) tells what this device can do; matmul_fraction is the achieved share of it.
---config.data.synthetic=True times random data of the dataset's shapes (nothing is read).
---peers also times the same model in Keras 3 with the TensorFlow backend (XLA, and -nojit:
-its own oneDNN kernels) and the JAX backend, each in a process of its own
-(benchmarks/keras_peer.py), and prints dnn_jax's training speed over each.
+Every side is timed by one rule (benchmarks/steady.py): warm-up steps left out, then at
+least --min_steps steps and --min_seconds seconds (or --max_seconds, for a very slow peer),
+samples/s at the median step time, with min and max. dnn_jax times its compiled calls
+(`steps_per_call` steps each; e.g. --config.steps_per_call=20 for the CNNs) in this process;
+each peer runs in a process of its own, as its users run it:
+  keras-tensorflow      Keras 3 model.fit, TensorFlow backend, Keras's default compile (on a
+                        CPU-only machine: TensorFlow's own oneDNN kernels, no XLA)
+  keras-tensorflow-xla  the same with jit_compile=True
+  keras-jax             Keras 3 on the JAX backend (XLA)
+  torch, torch-compile  PyTorch, a plain training loop, eager and torch.compile
+                        (pip install -e '.[bench]'; left out with a note when missing)
+In bfloat16 each uses its mixed-precision mode: dnn_jax's config.dtype, Keras's
+mixed_bfloat16, torch.autocast. The model, batch, optimizer and data are the experiment's;
+the peers train without augmentation. Prints one JSON object per measurement, then a table
+per dtype with dnn_jax's speed-up over each peer and over the fastest one. --record appends
+the measurements, with the machine's CPU model and features, to a records file that
+`python -m benchmarks.results` renders into RESULTS.md.
 """
 
+import datetime
+import importlib.util
 import json
 import os
 import resource
@@ -26,15 +36,32 @@ import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
-from benchmarks.timing import median_seconds, time_train_call
+from benchmarks import machine, records, steady
+from benchmarks.timing import median_seconds, train_step_seconds
 from dnn_jax import cli, experiment
+from dnn_jax.errors import ConfigError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
-flags.DEFINE_integer('repeats', 5, 'Timed calls per measurement (after one warm-up call).')
-flags.DEFINE_bool('peers', False, 'Also time the same model in Keras 3 (TensorFlow and JAX).')
-PEERS = (('tensorflow', True), ('tensorflow', False), ('jax', True))  # (backend, jit_compile)
+flags.DEFINE_list('dtypes', [], "Compute dtypes to time: float32, bfloat16 (default: config's).")
+flags.DEFINE_list('peers', [], "Peers to time beside dnn_jax: 'all' or names (see above).")
+flags.DEFINE_integer('warmup_steps', 20, 'Steps left out of the timing (compile, warm-up).')
+flags.DEFINE_integer('min_steps', 200, 'Time at least this many steps after the warm-up ...')
+flags.DEFINE_float('min_seconds', 20.0, '... and at least this many seconds ...')
+flags.DEFINE_float('max_seconds', 40.0, '... unless this many seconds pass first.')
+flags.DEFINE_integer('eval_repeats', 3, 'Timed evaluations of the validation split.')
+flags.DEFINE_string('record', '', 'Append the measurements to this records file (JSON lines).')
 flags.mark_flags_as_required(['config'])
+
+# name -> (module, environment, flags); each runs in a fresh process.
+KERAS_TF = {'KERAS_BACKEND': 'tensorflow'}
+PEERS = {
+  'keras-tensorflow': ('benchmarks.keras_peer', KERAS_TF, ['--jit_compile=auto']),
+  'keras-tensorflow-xla': ('benchmarks.keras_peer', KERAS_TF, ['--jit_compile=true']),
+  'keras-jax': ('benchmarks.keras_peer', {'KERAS_BACKEND': 'jax'}, ['--jit_compile=auto']),
+  'torch': ('benchmarks.torch_peer', {}, ['--compile=false']),
+  'torch-compile': ('benchmarks.torch_peer', {}, ['--compile=true']),
+}  # fmt: skip
 
 
 def matmul_gflops(m: int, k: int, n: int, repeats: int) -> float:
@@ -55,30 +82,33 @@ def step_flops(exp) -> float:
   return float(cost.get('flops', 0.0)) * exp.mesh.size
 
 
-def measure(config, config_file: str, repeats: int) -> dict:
-  """Throughput numbers for one config."""
+def measure(config, config_file: str, budget: steady.Budget, eval_repeats: int) -> dict:
+  """dnn_jax's throughput numbers for one config, timed in this process."""
   config.progress = 'lines'  # no bar: steps_per_call 0 then means one compiled call per epoch
   exp = experiment.build(config)
   first, end = exp.chunks[0]
-  samples_per_sec = time_train_call(exp, repeats)
-  call_seconds = (end - first) * config.batch_size / samples_per_sec
-  eval_seconds = median_seconds(lambda: experiment.evaluate(exp, exp.state, 'validation'), repeats)
+  timed = steady.summary(train_step_seconds(exp, budget), config.batch_size, budget)
+  eval_seconds = median_seconds(
+    lambda: experiment.evaluate(exp, exp.state, 'validation'), eval_repeats
+  )
   num_eval = len(exp.splits.validation['label'])
   flops_per_sample = step_flops(exp) / config.batch_size
   batch = config.batch_size // exp.mesh.size
   widest = max(config.model.get('hidden_sizes', (512,)))
   device = exp.mesh.devices.flat[0]
-  matmul = matmul_gflops(batch, widest, widest, repeats)
+  matmul = matmul_gflops(batch, widest, widest, eval_repeats)
+  samples_per_sec = timed['train_samples_per_sec']
   return {
     'config': config_file,
+    'peer': 'dnn_jax',
+    'framework': 'dnn_jax',
     'device': f'{exp.mesh.size} x {device.device_kind}',
     'data': 'synthetic' if config.data.synthetic else 'real',
     'dtype': config.dtype,
     'batch_size': config.batch_size,
     'steps_per_call': end - first,
-    'train_samples_per_sec': samples_per_sec,
+    **timed,
     'eval_samples_per_sec': num_eval / eval_seconds,
-    'step_ms': 1e3 * call_seconds / (end - first),
     'epoch_seconds': exp.num_train / samples_per_sec,  # training only, at this rate
     'compile_seconds': exp.compile_seconds,
     'flops_per_sample': flops_per_sample,
@@ -97,45 +127,97 @@ def peak_memory_mb(device) -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # Linux: in KiB
 
 
-def measure_peers(config, config_file: str, steps: int, repeats: int) -> list:
-  """Keras 3 peers of config's model, each timed in a fresh process (one backend each)."""
-  results = []
+def peer_names(requested: list) -> list:
+  """The peers to run: 'all' is every one whose framework is installed (a note for the rest)."""
+  if requested == ['all']:
+    if importlib.util.find_spec('torch') is None:
+      print("note: PyTorch is not installed, so its peers are left out (pip install -e '.[bench]')")
+      return [name for name in PEERS if not name.startswith('torch')]
+    return list(PEERS)
+  unknown = [name for name in requested if name not in PEERS]
+  if unknown:
+    raise ConfigError(f'--peers: unknown {", ".join(unknown)}; choose from all, {", ".join(PEERS)}')
+  return requested
+
+
+def measure_peer(name: str, config, dtype: str, budget: steady.Budget, eval_repeats: int) -> dict:
+  """One peer's numbers, timed in a fresh process; raises RuntimeError with its stderr's tail."""
+  module, env, peer_flags = PEERS[name]
   with tempfile.NamedTemporaryFile('w', suffix='.json') as f:
     f.write(config.to_json())
     f.flush()
-    for backend, jit_compile in PEERS:
-      command = [
-        sys.executable, '-m', 'benchmarks.keras_peer', f'--config_json={f.name}',
-        f'--steps={steps}', f'--repeats={repeats}', f'--jit_compile={jit_compile}',
-      ]  # fmt: skip
-      env = {**os.environ, 'KERAS_BACKEND': backend, 'TF_CPP_MIN_LOG_LEVEL': '2'}
-      done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-      if done.returncode:
-        raise RuntimeError(f'keras peer {backend} failed:\n{done.stderr[-2000:]}')
-      results.append({'config': config_file, **json.loads(done.stdout.splitlines()[-1])})
-  return results
+    command = [
+      sys.executable, '-m', module, f'--config_json={f.name}', f'--dtype={dtype}',
+      f'--warmup_steps={budget.warmup_steps}', f'--min_steps={budget.min_steps}',
+      f'--min_seconds={budget.min_seconds}', f'--max_seconds={budget.max_seconds}',
+      f'--eval_repeats={eval_repeats}', *peer_flags,
+    ]  # fmt: skip
+    env = {**os.environ, **env, 'TF_CPP_MIN_LOG_LEVEL': '2'}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+  last = done.stdout.splitlines()[-1:] or ['']
+  if done.returncode or not last[0].startswith('{'):
+    raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'no output')
+  return {**json.loads(last[0]), 'peer': name}
+
+
+def print_table(rows: list) -> None:
+  """Per dtype: every side's samples/s [min-max], and dnn_jax's speed-up over each peer."""
+  for dtype in dict.fromkeys(row['dtype'] for row in rows):
+    group = [row for row in rows if row['dtype'] == dtype]
+    ours = next((row for row in group if row['peer'] == 'dnn_jax'), None)
+    print(f'\n{dtype:<22}{"train samples/s (min-max)":>30}{"eval samples/s":>16}'
+          f'{"compile s":>11}{"dnn_jax speed-up":>18}')  # fmt: skip
+    for row in group:
+      spread = f'({row["train_samples_per_sec_min"]:,.0f}-{row["train_samples_per_sec_max"]:,.0f})'
+      ratio = f'{ours["train_samples_per_sec"] / row["train_samples_per_sec"]:.2f}x' if ours else ''
+      print(f'{row["peer"]:<22}{row["train_samples_per_sec"]:>13,.0f} {spread:>16}'
+            f'{row["eval_samples_per_sec"]:>16,.0f}{row["compile_seconds"]:>11.1f}'
+            f'{ratio:>18}')  # fmt: skip
+    peers = [row for row in group if row['peer'] != 'dnn_jax']
+    if ours and peers:
+      best = max(peers, key=lambda row: row['train_samples_per_sec'])
+      print(
+        f'fastest peer in {dtype}: {best["peer"]}; dnn_jax / fastest = '
+        f'{ours["train_samples_per_sec"] / best["train_samples_per_sec"]:.2f}x'
+      )
 
 
 def main(argv):
   del argv
   config_file = config_flags.get_config_filename(FLAGS['config'])
-  result = cli.run_reporting_errors(measure, FLAGS.config, config_file, FLAGS.repeats)
-  print(json.dumps(result), flush=True)
-  peers = []
-  if FLAGS.peers:
-    peers = measure_peers(FLAGS.config, config_file, result['steps_per_call'], FLAGS.repeats)
-    for peer in peers:
-      print(json.dumps({**peer, 'device': f'host {peer["peer"]}'}), flush=True)
-  for key, value in result.items():
-    shown = f'{value:,.2f}' if isinstance(value, float) else str(value)
-    print(f'{key:>22}  {shown}')
-  if peers:
-    print(f'\n{"":<24}{"train samples/s":>16}{"eval samples/s":>16}{"compile s":>11}'
-          f'{"dnn_jax train speed-up":>24}')  # fmt: skip
-    for name, row in [('dnn_jax', result)] + [(p['peer'], p) for p in peers]:
-      ratio = result['train_samples_per_sec'] / row['train_samples_per_sec']
-      print(f'{name:<24}{row["train_samples_per_sec"]:>16,.0f}{row["eval_samples_per_sec"]:>16,.0f}'
-            f'{row["compile_seconds"]:>11.1f}{ratio:>23.2f}x')  # fmt: skip
+  budget = steady.Budget(FLAGS.warmup_steps, FLAGS.min_steps, FLAGS.min_seconds, FLAGS.max_seconds)
+  peers = cli.run_reporting_errors(peer_names, FLAGS.peers) if FLAGS.peers else []
+  where = machine.describe()
+  run_id = (
+    datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%S') + f'-{os.getpid()}'
+  )
+  features = ', '.join(where['cpu_features']) or 'no AVX2'
+  print(f'# {where["cpu_model"]} (family/model {where["cpu_family_model"]}, '
+        f'{where["cpu_cores"]} cores, {features})', flush=True)  # fmt: skip
+  rows, failed = [], []
+  for dtype in FLAGS.dtypes or [FLAGS.config.dtype]:
+    config = FLAGS.config.copy_and_resolve_references()
+    with config.unlocked():
+      config.dtype = dtype
+    result = cli.run_reporting_errors(measure, config, config_file, budget, FLAGS.eval_repeats)
+    rows.append(result)
+    print(json.dumps(result), flush=True)
+    for name in peers:
+      try:
+        peer = measure_peer(name, config, dtype, budget, FLAGS.eval_repeats)
+      except RuntimeError as e:
+        print(f'warning: peer {name} ({dtype}) failed: {e}', flush=True)
+        failed.append(f'{name} ({dtype})')
+        continue
+      rows.append({'config': config_file, **peer, 'device': f'host {name}'})
+      print(json.dumps(rows[-1]), flush=True)
+  if FLAGS.record:
+    for row in rows:
+      records.append(FLAGS.record, 'throughput', {'run_id': run_id, **row}, where)
+  print_table(rows)
+  if failed:
+    print(f'error: {len(failed)} peer run(s) failed: {", ".join(failed)}', file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == '__main__':

@@ -28,3 +28,23 @@ def time_train_call(exp, repeats: int) -> float:
     jax.block_until_ready(sums)
 
   return (end - first) * exp.config.batch_size / median_seconds(one_call, repeats)
+
+
+def train_step_seconds(exp, budget) -> list:
+  """Per-step wall times of compiled training calls until `budget` (a steady.Budget) is met.
+
+  dnn_jax's steps run inside one compiled call of `steps_per_call` steps, so each step is
+  given its call's mean time; the first calls (at least budget.warmup_steps steps) are the
+  warm-up.
+  """
+  first, end = exp.chunks[0]
+  steps = end - first
+  train_chunk = exp.train_chunks[steps]
+  order = exp.epoch_order(exp.shuffle_key, 0)[first:end]
+  step_seconds = []
+  while len(step_seconds) < budget.warmup_steps + 1 or not budget.enough(step_seconds):
+    start = time.perf_counter()
+    exp.state, sums = train_chunk(exp.state, *exp.arrays['train'], order, exp.example_key)
+    jax.block_until_ready(sums)
+    step_seconds += [(time.perf_counter() - start) / steps] * steps
+  return step_seconds

@@ -1,21 +1,29 @@
 """benchmarks.throughput: runs on a small split and reports every documented key."""
 
+import importlib.util
 import json
 
 from conftest import run_python
+
+from benchmarks import records, steady
+
+# Each side times a couple of steps only: these tests check the plumbing, not the speed.
+TINY_BUDGET = ('--warmup_steps=1', '--min_steps=3', '--min_seconds=0', '--max_seconds=5',
+               '--eval_repeats=1')  # fmt: skip
 
 KEYS = {
   'config', 'device', 'train_samples_per_sec', 'eval_samples_per_sec', 'step_ms',
   'compile_seconds', 'flops_per_sample', 'train_gflops', 'matmul_gflops', 'matmul_fraction',
   'peak_memory_mb',
 }  # fmt: skip
-PEER_KEYS = {'config', 'peer', 'device', 'train_samples_per_sec', 'eval_samples_per_sec',
-             'compile_seconds'}  # fmt: skip
+PEER_KEYS = {'config', 'peer', 'dtype', 'device', 'train_samples_per_sec', 'eval_samples_per_sec',
+             'compile_seconds', 'train_samples_per_sec_min', 'train_samples_per_sec_max',
+             'steps_timed', 'batch_size'}  # fmt: skip
 
 
 def test_throughput_reports_json_then_a_table():
   result = run_python(
-    '-m', 'benchmarks.throughput', '--config', 'experiments/mnist_mlp.py', '--repeats=1',
+    '-m', 'benchmarks.throughput', '--config', 'experiments/mnist_mlp.py', *TINY_BUDGET,
     '--config.data.train_split=train[:1024]', '--config.data.validation_split=test[:1000]',
     '--config.num_devices=1',
   )  # fmt: skip
@@ -28,28 +36,61 @@ def test_throughput_reports_json_then_a_table():
   # XLA's count for the MLP: about 2 FLOPs per weight forward, 4 backward, less the input grad.
   assert 4.5e6 < numbers['flops_per_sample'] < 6.0e6
   assert all(numbers[k] > 0 for k in KEYS - {'config', 'device'})
-  table = [line.split() for line in lines if not line.startswith('{')]
-  assert ['train_samples_per_sec', f'{numbers["train_samples_per_sec"]:,.2f}'] in table
+  row = next(line.split() for line in lines if line.startswith('dnn_jax '))
+  assert row[1] == f'{numbers["train_samples_per_sec"]:,.0f}'
 
 
-def test_peers_time_the_same_model_in_keras_on_both_backends():
+def test_peers_time_the_same_model_in_every_installed_framework_and_dtype(tmp_path):
+  record = tmp_path / 'records.jsonl'
   result = run_python(
-    '-m', 'benchmarks.throughput', '--config', 'experiments/mnist_mlp.py', '--repeats=1',
+    '-m', 'benchmarks.throughput', '--config', 'experiments/mnist_mlp.py', *TINY_BUDGET,
     '--config.data.train_split=train[:1024]', '--config.data.validation_split=test[:500]',
-    '--config.num_devices=1', '--peers',
+    '--config.num_devices=1', '--peers=all', '--dtypes=float32,bfloat16', f'--record={record}',
   )  # fmt: skip
   assert result.returncode == 0, result.stderr
   lines = result.stdout.splitlines()
+  assert lines[0].startswith('# ') and 'family/model' in lines[0]  # the CPU it ran on
   objects = [json.loads(line) for line in lines if line.startswith('{')]
-  assert [o.get('peer') for o in objects] == [
-    None,
-    'keras-tensorflow',
-    'keras-tensorflow-nojit',
-    'keras-jax',
-  ]
-  for peer in objects[1:]:
-    assert set(peer) >= PEER_KEYS and peer['train_samples_per_sec'] > 0
-  ratio_rows = [line.split() for line in lines if line.endswith('x')]
-  assert [row[0] for row in ratio_rows] == ['dnn_jax', *[o['peer'] for o in objects[1:]]]
-  want = objects[0]['train_samples_per_sec'] / objects[3]['train_samples_per_sec']
-  assert ratio_rows[3][-1] == f'{want:.2f}x'
+  peers = ['keras-tensorflow', 'keras-tensorflow-xla', 'keras-jax']
+  if importlib.util.find_spec('torch'):
+    peers += ['torch', 'torch-compile']
+  else:
+    assert 'note: PyTorch is not installed' in result.stdout
+  want = [(name, dtype) for dtype in ('float32', 'bfloat16') for name in ['dnn_jax', *peers]]
+  assert [(o['peer'], o['dtype']) for o in objects] == want
+  for row in objects:
+    assert set(row) >= PEER_KEYS, row['peer']
+    assert row['train_samples_per_sec_min'] <= row['train_samples_per_sec']
+    assert row['train_samples_per_sec'] <= row['train_samples_per_sec_max']
+    assert row['steps_timed'] >= 3 and row['batch_size'] == 128
+  keras_jax = next(o for o in objects if o['peer'] == 'keras-jax' and o['dtype'] == 'bfloat16')
+  ours = next(o for o in objects if o['peer'] == 'dnn_jax' and o['dtype'] == 'bfloat16')
+  keras_jax_rows = [line.split() for line in lines if line.startswith('keras-jax ')]
+  ratio = ours['train_samples_per_sec'] / keras_jax['train_samples_per_sec']
+  assert keras_jax_rows[1][-1] == f'{ratio:.2f}x'  # the bfloat16 table's row
+  assert sum(line.startswith('fastest peer in ') for line in lines) == 2
+  saved = records.read(record)
+  assert [(r['peer'], r['dtype']) for r in saved] == want
+  assert len({r['run_id'] for r in saved}) == 1
+  assert saved[0]['kind'] == 'throughput' and saved[0]['machine']['cpu_family_model']
+  assert saved[0]['command'].startswith('python -m benchmarks.throughput --config')
+
+
+def test_an_unknown_peer_is_one_line():
+  result = run_python(
+    '-m', 'benchmarks.throughput', '--config', 'experiments/mnist_mlp.py', '--peers=keras-tf',
+  )  # fmt: skip
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines()[-1].startswith('error: --peers: unknown keras-tf;')
+
+
+def test_steady_budget_drops_the_warmup_and_waits_for_both_minimums():
+  budget = steady.Budget(warmup_steps=2, min_steps=3, min_seconds=1.0, max_seconds=5.0)
+  assert not budget.enough([9.0, 9.0, 0.5, 0.5])  # two steps after the warm-up: too few
+  assert not budget.enough([9.0, 9.0, 0.1, 0.1, 0.1])  # enough steps, too few seconds
+  assert budget.enough([9.0, 9.0, 0.5, 0.5, 0.5])
+  assert budget.enough([9.0, 9.0, 6.0])  # a slow peer stops at max_seconds
+  timed = steady.summary([9.0, 9.0, 0.5, 0.25, 1.0], batch_size=100, budget=budget)
+  assert timed['train_samples_per_sec'] == 200.0  # at the median step, 0.5 s
+  assert (timed['train_samples_per_sec_min'], timed['train_samples_per_sec_max']) == (100, 400)
+  assert timed['steps_timed'] == 3 and timed['seconds_timed'] == 1.75
