@@ -75,18 +75,19 @@ PYTHON
 fi
 
 mkdir -p "$OUT"
-data=() calls=() epochs=10 repeats=5 depth=110 cnn_steps=50 resnet_steps=20 validate=5000
+data=() calls=() budget=() epochs=10 depth=110 cnn_steps=50 resnet_steps=20 validate=5000
 if [ "${QUICK:-0}" = 1 ]; then
   data=(--config.data.train_split='train[:1024]' --config.data.validation_split='test[:500]'
         --config.data.test_split='test[:500]')
-  calls=(--config.steps_per_call=2) epochs=1 repeats=1 depth=20 cnn_steps=2 resnet_steps=2
+  calls=(--config.steps_per_call=2) epochs=1 depth=20
+  budget=(--warmup_steps=2 --min_steps=2 --min_seconds=0 --eval_repeats=1) cnn_steps=2 resnet_steps=2
   validate=500
 fi
 bench() {  # name, config file, flags...
   local name=$1 file=$2
   shift 2
   $PY -m benchmarks.throughput --config "experiments/$file.py" --config.num_devices=1 \
-    --repeats="$repeats" "${data[@]}" "$@" | grep '^{' > "$OUT/$name.json"
+    --record="$OUT/records.jsonl" "${budget[@]}" "${data[@]}" "$@" | grep '^{' > "$OUT/$name.json"
 }
 for experiment in mnist_mlp mnist_cnn mnist_cnn_deep; do
   bench "$experiment" "$experiment" "${calls[@]}"

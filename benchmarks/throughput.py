@@ -100,6 +100,7 @@ def measure(config, config_file: str, budget: steady.Budget, eval_repeats: int) 
   samples_per_sec = timed['train_samples_per_sec']
   return {
     'config': config_file,
+    'model': model_label(config.model),
     'peer': 'dnn_jax',
     'framework': 'dnn_jax',
     'device': f'{exp.mesh.size} x {device.device_kind}',
@@ -117,6 +118,15 @@ def measure(config, config_file: str, budget: steady.Budget, eval_repeats: int) 
     'matmul_fraction': flops_per_sample * samples_per_sec / 1e9 / matmul,
     'peak_memory_mb': peak_memory_mb(device),
   }
+
+
+def model_label(model_config) -> str:
+  """A short name of the model, enough to tell apart two runs of one config file."""
+  if model_config.name == 'mlp':
+    return 'mlp ' + 'x'.join(str(size) for size in model_config.hidden_sizes)
+  if model_config.name == 'resnet_v2':
+    return f'resnet_v2-{model_config.depth}'
+  return model_config.name
 
 
 def peak_memory_mb(device) -> float:
@@ -209,7 +219,9 @@ def main(argv):
         print(f'warning: peer {name} ({dtype}) failed: {e}', flush=True)
         failed.append(f'{name} ({dtype})')
         continue
-      rows.append({'config': config_file, **peer, 'device': f'host {name}'})
+      rows.append({
+        'config': config_file, 'model': result['model'], **peer, 'device': f'host {name}'
+      })  # fmt: skip
       print(json.dumps(rows[-1]), flush=True)
   if FLAGS.record:
     for row in rows:

@@ -1,0 +1,269 @@
+"""Writes benchmarks/RESULTS.md and its ratio chart from the benchmark records, never by hand.
+
+Usage: python -m benchmarks.results [--records benchmarks/records.jsonl] [--out benchmarks]
+
+Records come from `benchmarks.throughput --record`, `benchmarks.time_to_accuracy --record`
+and `benchmarks.fit_check --record`; each carries its date, commit, machine (CPU model,
+family/model, features), library versions and command. For every machine and experiment the
+newest throughput run is summarized against its fastest peer, per dtype; every run is then
+listed in full. The chart shows dnn_jax's speed-up over the fastest peer of each summary row.
+"""
+
+import pathlib
+import sys
+
+from absl import app, flags
+
+from benchmarks import machine, records
+from dnn_jax import files
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('records', str(records.DEFAULT_PATH), 'The records file (JSON lines).')
+flags.DEFINE_string('out', str(pathlib.Path(__file__).parent), 'Where RESULTS.md and the PNG go.')
+
+CHART = 'ratios.png'
+GOALS = {'mlp': 1.2}  # dnn_jax / fastest peer wanted; other models: 1.0
+
+
+def machine_label(record: dict) -> str:
+  """Where a record was measured: CPU model, family/model, the deciding feature, cores."""
+  where = record['machine']
+  feature = machine.feature_label(where['cpu_features'])
+  label = (f'{where["cpu_model"]} (family/model {where["cpu_family_model"]}, {feature}, '
+           f'{where["cpu_cores"]} cores)')  # fmt: skip
+  device = record.get('device', '')
+  return label if not device or device.endswith('cpu') else f'{device} on {label}'
+
+
+def experiment_label(record: dict) -> str:
+  """The config file's name, the model where it was changed from the command line, the batch."""
+  name = pathlib.Path(record['config']).stem
+  model = record.get('model', '')
+  shown = f' ({model})' if model.startswith('resnet') else ''
+  return f'{name}{shown}, batch {record["batch_size"]}'
+
+
+def goal(record: dict) -> float:
+  """dnn_jax's wanted speed-up over the fastest peer for this record's model."""
+  return GOALS.get(record.get('model', '').split(' ')[0], 1.0)
+
+
+def newest_runs(throughput: list) -> dict:
+  """(machine, experiment) -> the records of the newest run that measured it."""
+  newest = {}
+  for record in throughput:  # oldest first: a later run replaces an earlier one
+    key = (machine_label(_ours(throughput, record)), experiment_label(record))
+    if newest.get(key, {}).get('run_id') != record['run_id']:
+      newest[key] = {'run_id': record['run_id'], 'rows': []}
+    newest[key]['rows'].append(record)
+  return {key: value['rows'] for key, value in newest.items()}
+
+
+def _ours(throughput: list, record: dict) -> dict:
+  """The dnn_jax record of record's run (its device names the machine, a peer's does not)."""
+  return next(
+    (r for r in throughput if r['run_id'] == record['run_id'] and r['peer'] == 'dnn_jax'), record
+  )
+
+
+def summary_rows(runs: dict) -> list:
+  """One row per (machine, experiment, dtype): dnn_jax, the fastest peer, the ratio, the goal."""
+  rows = []
+  for (where, experiment), group in runs.items():
+    for dtype in dict.fromkeys(r['dtype'] for r in group):
+      ours = [r for r in group if r['dtype'] == dtype and r['peer'] == 'dnn_jax']
+      peers = [r for r in group if r['dtype'] == dtype and r['peer'] != 'dnn_jax']
+      if not ours or not peers:
+        continue
+      best = max(peers, key=lambda r: r['train_samples_per_sec'])
+      ratio = ours[0]['train_samples_per_sec'] / best['train_samples_per_sec']
+      rows.append({
+        'machine': where, 'experiment': experiment, 'dtype': dtype, 'ours': ours[0],
+        'best': best, 'ratio': ratio, 'goal': goal(ours[0]),
+      })  # fmt: skip
+  return rows
+
+
+def samples(record: dict) -> str:
+  """'1,234 (1,100-1,300)': median samples/s with the slowest and fastest step's."""
+  low, high = record.get('train_samples_per_sec_min'), record.get('train_samples_per_sec_max')
+  spread = f' ({low:,.0f}-{high:,.0f})' if low and high else ''
+  return f'{record["train_samples_per_sec"]:,.0f}{spread}'
+
+
+def summary_table(rows: list) -> list:
+  """Markdown lines of the summary."""
+  lines = []
+  for where in dict.fromkeys(row['machine'] for row in rows):
+    lines += [f'### {where}', '',
+              '| experiment | dtype | dnn_jax samples/s | fastest peer | its samples/s | '
+              'dnn_jax / fastest | goal | date, commit |',
+              '|---|---|---|---|---|---|---|---|']  # fmt: skip
+    for row in (r for r in rows if r['machine'] == where):
+      met = 'met' if row['ratio'] >= row['goal'] else '**not met**'
+      ours = row['ours']
+      lines.append(
+        f'| {row["experiment"]} | {row["dtype"]} | {samples(ours)} | {row["best"]["peer"]} | '
+        f'{samples(row["best"])} | {row["ratio"]:.2f}x | {row["goal"]:.1f}x {met} | '
+        f'{ours["machine"]["date"]}, {ours["machine"]["commit"]} |'
+      )
+    lines.append('')
+  return lines
+
+
+def run_details(throughput: list) -> list:
+  """Markdown lines listing every throughput run in full, newest first."""
+  lines = []
+  run_ids = list(dict.fromkeys(r['run_id'] for r in throughput))
+  for run_id in reversed(run_ids):
+    group = [r for r in throughput if r['run_id'] == run_id]
+    ours = _ours(throughput, group[0])
+    where, versions = ours['machine'], ours['machine'].get('versions', {})
+    lines += [
+      f'#### {experiment_label(ours)}: {where["date"]}, commit {where["commit"]}', '',
+      f'{machine_label(ours)}; features {", ".join(where["cpu_features"]) or "none listed"}; '
+      + ', '.join(f'{k} {v}' for k, v in versions.items()), '',
+      f'```bash\n{ours["command"]}\n```', '',
+      '| side | dtype | train samples/s (slowest-fastest step) | steps timed | eval samples/s | '
+      'compile s | dnn_jax speed-up |', '|---|---|---|---|---|---|---|',
+    ]  # fmt: skip
+    for record in group:
+      mine = next(r for r in group if r['peer'] == 'dnn_jax' and r['dtype'] == record['dtype'])
+      ratio = mine['train_samples_per_sec'] / record['train_samples_per_sec']
+      lines.append(
+        f'| {record["peer"]} | {record["dtype"]} | {samples(record)} | '
+        f'{record.get("steps_timed", "")} | {record["eval_samples_per_sec"]:,.0f} | '
+        f'{record["compile_seconds"]:.1f} | {ratio:.2f}x |'
+      )
+    lines.append('')
+  return lines
+
+
+def time_to_accuracy_table(tta: list) -> list:
+  """Markdown lines: each time-to-accuracy run's phases, newest first."""
+  if not tta:
+    return [
+      'No time-to-accuracy run is recorded yet (`python -m benchmarks.time_to_accuracy`).',
+      '',
+    ]
+  lines = [
+    '| experiment | dtype | target | side | reached (epochs, accuracy) | start-up | data | '
+    'compile | train | evaluate | total s | machine, date |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|',
+  ]  # fmt: skip
+  for r in reversed(tta):
+    reached = f'{"yes" if r["reached"] else "no"} ({r["epochs"]}, {r["accuracy"]:.4f})'
+    phases = ' | '.join(f'{r[f"seconds_{p}"]:.1f}' for p in
+                        ('startup', 'data', 'compile', 'train', 'evaluate'))  # fmt: skip
+    lines.append(
+      f'| {pathlib.Path(r["config"]).stem} | {r["dtype"]} | {r["target"]} | {r["peer"]} | '
+      f'{reached} | {phases} | {r["seconds_total"]:.1f} | {machine_label(r)}, '
+      f'{r["machine"]["date"]} |'
+    )
+  return [*lines, '']
+
+
+def fit_check_table(checks: list, throughput: list) -> list:
+  """Markdown lines: each outside model.fit timing beside the project's figure for that peer."""
+  if not checks:
+    return ['No outside check is recorded yet (`python -m benchmarks.fit_check`).', '']
+  lines = [
+    '| experiment | dtype | peer | outside model.fit samples/s | benchmarks.throughput samples/s '
+    '| ratio | machine, date |', '|---|---|---|---|---|---|---|',
+  ]  # fmt: skip
+  for check in reversed(checks):
+    same = [
+      r for r in throughput if r['peer'] == check['peer'] and r['dtype'] == check['dtype']
+      and r['config'] == check['config'] and r['batch_size'] == check['batch_size']
+      and machine_label(_ours(throughput, r)) == machine_label(check)
+    ]  # fmt: skip
+    ours = f'{same[-1]["train_samples_per_sec"]:,.0f}' if same else 'not measured'
+    ratio = (
+      f'{same[-1]["train_samples_per_sec"] / check["train_samples_per_sec"]:.2f}' if same else ''
+    )
+    lines.append(
+      f'| {pathlib.Path(check["config"]).stem}, batch {check["batch_size"]} | {check["dtype"]} | '
+      f'{check["peer"]} | {check["train_samples_per_sec"]:,.0f} ({check["batches"]} batches) | '
+      f'{ours} | {ratio} | {machine_label(check)}, {check["machine"]["date"]} |'
+    )
+  return [*lines, '']
+
+
+def draw_chart(rows: list, path: pathlib.Path) -> None:
+  """Bars of dnn_jax / fastest peer per summary row, with the goals as ticks."""
+  import matplotlib
+
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  labels = [f'{r["experiment"]}\n{r["dtype"]}, {r["machine"].split(" (")[0]}' for r in rows]
+  fig, ax = plt.subplots(figsize=(8, 0.55 * len(rows) + 1.5))
+  colors = ['tab:green' if r['ratio'] >= r['goal'] else 'tab:red' for r in rows]
+  ax.barh(range(len(rows)), [r['ratio'] for r in rows], color=colors)
+  for i, row in enumerate(rows):
+    ax.plot([row['goal']] * 2, [i - 0.4, i + 0.4], color='black', linewidth=1.5)
+    ax.text(row['ratio'], i, f' {row["ratio"]:.2f}x vs {row["best"]["peer"]}', va='center',
+            fontsize=8)  # fmt: skip
+  ax.set_yticks(range(len(rows)), labels, fontsize=8)
+  ax.invert_yaxis()
+  ax.axvline(1.0, color='gray', linestyle=':', linewidth=1)
+  ax.set_xlabel('dnn_jax training samples/s / fastest peer (black tick: goal)')
+  ax.set_xlim(0, max([r['ratio'] for r in rows] + [1.3]) * 1.35)
+  fig.tight_layout()
+  files.save_figure(fig, path)
+  plt.close(fig)
+
+
+def render(all_records: list, out: pathlib.Path, source: str) -> str:
+  """RESULTS.md's text; draws the chart beside it when there is something to draw."""
+  throughput = [r for r in all_records if r['kind'] == 'throughput']
+  rows = summary_rows(newest_runs(throughput))
+  lines = [
+    '# Benchmark results', '',
+    f'Generated by `python -m benchmarks.results` from `{source}`; do not edit by hand (a '
+    'benchmark run with `--record` adds lines there, then this command rewrites the page).', '',
+    'How each side is timed (benchmarks/steady.py): warm-up steps dropped, then at least 200 '
+    'steps and 20 s (or 40 s for a very slow peer), samples/s at the median step time, with the '
+    "slowest and fastest step's in brackets. Each peer runs in its own process as its users run "
+    "it: Keras `model.fit` with Keras's default compile (keras-tensorflow: on a CPU-only machine "
+    "TensorFlow's oneDNN kernels), with XLA (keras-tensorflow-xla), on JAX (keras-jax); PyTorch "
+    'in a plain loop, eager and `torch.compile`. bfloat16 is each one\'s mixed precision '
+    '(Keras `mixed_bfloat16`, `torch.autocast`). The peers train without augmentation; '
+    "dnn_jax's cifar10_cnn step includes its shift/flip augmentation. Only ratios from one run "
+    'compare; absolute numbers move with the machine and its load.', '',
+    '## Summary: dnn_jax against the fastest peer, newest run per machine and experiment', '',
+  ]  # fmt: skip
+  if rows:
+    draw_chart(rows, out / CHART)
+    lines += [*summary_table(rows), f'![dnn_jax / fastest peer]({CHART})', '']
+  else:
+    lines += ['No throughput run is recorded yet (`python -m benchmarks.throughput --record`).', '']
+  lines += [
+    '## Time to accuracy',
+    '',
+    *time_to_accuracy_table([r for r in all_records if r['kind'] == 'time_to_accuracy']),
+  ]
+  lines += [
+    '## Outside check of the Keras figures',
+    '',
+    *fit_check_table([r for r in all_records if r['kind'] == 'fit_check'], throughput),
+  ]
+  lines += ['## Every throughput run, newest first', '', *run_details(throughput)]
+  return '\n'.join(lines).rstrip() + '\n'
+
+
+def main(argv):
+  del argv
+  out, source = pathlib.Path(FLAGS.out), FLAGS.records
+  if not pathlib.Path(source).is_file():
+    print(f'error: no records file {source}; run a benchmark with --record={source} first',
+          file=sys.stderr)  # fmt: skip
+    sys.exit(2)
+  out.mkdir(parents=True, exist_ok=True)
+  text = render(records.read(source), out, source)
+  files.write_text(out / 'RESULTS.md', text)
+  print(f'wrote {out / "RESULTS.md"} and {out / CHART}')
+
+
+if __name__ == '__main__':
+  app.run(main)

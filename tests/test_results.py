@@ -1,0 +1,74 @@
+"""benchmarks.results: RESULTS.md and its chart come from the records alone."""
+
+import json
+
+from conftest import run_python
+
+from benchmarks import results
+
+AMX = {'date': '2026-12-01 10:00 UTC', 'commit': 'abc1234', 'host': 'h', 'cpu_model': 'Xeon',
+       'cpu_family_model': '6/143', 'cpu_features': ['amx_bf16', 'avx512_bf16', 'avx512f', 'avx2'],
+       'cpu_cores': 2, 'versions': {'jax': '0.10.2'}}  # fmt: skip
+ZEN = {**AMX, 'cpu_model': 'AMD EPYC', 'cpu_family_model': '25/1', 'cpu_features': ['avx2']}
+
+
+def row(run_id, peer, dtype, speed, where, model='cnn', config='experiments/mnist_cnn.py'):
+  """A throughput record as benchmarks.throughput writes it (the fields results reads)."""
+  device = '1 x cpu' if peer == 'dnn_jax' else f'host {peer}'
+  return {
+    'kind': 'throughput', 'run_id': run_id, 'config': config, 'model': model, 'peer': peer,
+    'dtype': dtype, 'batch_size': 128, 'device': device, 'train_samples_per_sec': speed,
+    'train_samples_per_sec_min': speed * 0.9, 'train_samples_per_sec_max': speed * 1.1,
+    'steps_timed': 200, 'eval_samples_per_sec': 5000.0, 'compile_seconds': 2.0,
+    'machine': where, 'command': 'python -m benchmarks.throughput --config ' + config,
+  }  # fmt: skip
+
+
+RECORDS = [
+  # An older run on the AMX machine, replaced by the newer one below in the summary.
+  row('r1', 'dnn_jax', 'float32', 100.0, AMX),
+  row('r1', 'keras-tensorflow', 'float32', 400.0, AMX),
+  row('r2', 'dnn_jax', 'float32', 1500.0, AMX),
+  row('r2', 'keras-tensorflow', 'float32', 1000.0, AMX),
+  row('r2', 'torch', 'float32', 1200.0, AMX),
+  row('r2', 'dnn_jax', 'bfloat16', 1400.0, AMX),
+  row('r2', 'keras-tensorflow', 'bfloat16', 2800.0, AMX),
+  row('r3', 'dnn_jax', 'float32', 30000.0, ZEN, 'mlp 512x512x512', 'experiments/mnist_mlp.py'),
+  row('r3', 'keras-jax', 'float32', 26000.0, ZEN, 'mlp 512x512x512', 'experiments/mnist_mlp.py'),
+  {'kind': 'time_to_accuracy', 'config': 'experiments/mnist_cnn.py', 'peer': 'dnn_jax',
+   'dtype': 'float32', 'target': 0.99, 'reached': True, 'epochs': 3, 'accuracy': 0.9912,
+   'seconds_total': 130.0, 'seconds_startup': 5.0, 'seconds_data': 2.0, 'seconds_compile': 4.0,
+   'seconds_train': 110.0, 'seconds_evaluate': 6.0, 'batch_size': 128, 'machine': AMX},
+  {'kind': 'fit_check', 'config': 'experiments/mnist_cnn.py', 'peer': 'keras-tensorflow',
+   'dtype': 'float32', 'batch_size': 128, 'batches': 150, 'train_samples_per_sec': 1100.0,
+   'machine': AMX},
+]  # fmt: skip
+
+
+def test_the_summary_takes_the_newest_run_and_its_fastest_peer(tmp_path):
+  text = results.render(RECORDS, tmp_path, 'records.jsonl')
+  lines = text.splitlines()
+  summary = [line for line in lines if line.startswith('| mnist_')][:3]
+  assert summary[0].startswith('| mnist_cnn, batch 128 | float32 | 1,500 (1,350-1,650) | torch |')
+  assert '| 1.25x | 1.0x met |' in summary[0]  # 1500 / 1200, not r1's 100 / 400
+  assert '| keras-tensorflow |' in summary[1] and '| 0.50x | 1.0x **not met** |' in summary[1]
+  assert '| 1.15x | 1.2x **not met** |' in summary[2]  # the MLP's goal is 1.2x
+  assert '### Xeon (family/model 6/143, AMX, 2 cores)' in lines
+  assert '### AMD EPYC (family/model 25/1, AVX2, 2 cores)' in lines
+  assert (tmp_path / results.CHART).stat().st_size > 10_000
+  tta = next(line for line in lines if line.startswith('| mnist_cnn | float32 | 0.99 |'))
+  assert '| yes (3, 0.9912) | 5.0 | 2.0 | 4.0 | 110.0 | 6.0 | 130.0 |' in tta
+  check = next(line for line in lines if '(150 batches)' in line)
+  assert '| 1,100 (150 batches) | 1,000 | 0.91 |' in check  # the r2 keras figure beside it
+  assert sum(line.startswith('#### ') for line in lines) == 3  # every run in full
+
+
+def test_the_command_writes_the_page_and_a_missing_file_is_one_line(tmp_path):
+  source = tmp_path / 'records.jsonl'
+  source.write_text(''.join(json.dumps(r) + '\n' for r in RECORDS))
+  done = run_python('-m', 'benchmarks.results', f'--records={source}', f'--out={tmp_path}')
+  assert done.returncode == 0, done.stderr
+  assert (tmp_path / 'RESULTS.md').read_text() == results.render(RECORDS, tmp_path, str(source))
+  missing = run_python('-m', 'benchmarks.results', f'--records={tmp_path}/none.jsonl')
+  assert missing.returncode == 2
+  assert missing.stderr.strip().splitlines()[-1].startswith('error: no records file ')
