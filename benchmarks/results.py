@@ -1,4 +1,4 @@
-"""Writes benchmarks/RESULTS.md and its ratio chart from the benchmark records, never by hand.
+"""Writes benchmarks/RESULTS.md, its ratio chart and the README's summary from the records.
 
 Usage: python -m benchmarks.results [--records benchmarks/records.jsonl] [--out benchmarks]
 
@@ -7,6 +7,7 @@ and `benchmarks.fit_check --record`; each carries its date, commit, machine (CPU
 family/model, features), library versions and command. For every machine and experiment the
 newest throughput run is summarized against its fastest peer, per dtype; every run is then
 listed in full. The chart shows dnn_jax's speed-up over the fastest peer of each summary row.
+The README's block between the two `results` markers gets the summary table too.
 """
 
 import pathlib
@@ -20,8 +21,12 @@ from dnn_jax import files
 FLAGS = flags.FLAGS
 flags.DEFINE_string('records', str(records.DEFAULT_PATH), 'The records file (JSON lines).')
 flags.DEFINE_string('out', str(pathlib.Path(__file__).parent), 'Where RESULTS.md and the PNG go.')
+flags.DEFINE_string('readme', str(pathlib.Path(__file__).parents[1] / 'README.md'),
+                    "A file whose results block gets the summary ('' = none).")  # fmt: skip
 
 CHART = 'ratios.png'
+README_BLOCK = ('<!-- results:start (written by python -m benchmarks.results) -->',
+                '<!-- results:end -->')  # fmt: skip
 GOALS = {'mlp': 1.2}  # dnn_jax / fastest peer wanted; other models: 1.0
 
 
@@ -91,11 +96,11 @@ def samples(record: dict) -> str:
   return f'{record["train_samples_per_sec"]:,.0f}{spread}'
 
 
-def summary_table(rows: list) -> list:
-  """Markdown lines of the summary."""
+def summary_table(rows: list, heading: str = '###') -> list:
+  """Markdown lines of the summary, a table per machine under a heading of this level."""
   lines = []
   for where in dict.fromkeys(row['machine'] for row in rows):
-    lines += [f'### {where}', '',
+    lines += [f'{heading} {where}', '',
               '| experiment | dtype | dnn_jax samples/s | fastest peer | its samples/s | '
               'dnn_jax / fastest | goal | date, commit |',
               '|---|---|---|---|---|---|---|---|']  # fmt: skip
@@ -252,6 +257,19 @@ def render(all_records: list, out: pathlib.Path, source: str) -> str:
   return '\n'.join(lines).rstrip() + '\n'
 
 
+def update_readme(path: pathlib.Path, rows: list) -> bool:
+  """Replaces the text between README_BLOCK's markers with the summary; False if none."""
+  text = path.read_text()
+  start, end = README_BLOCK
+  if start not in text or end not in text:
+    return False
+  table = summary_table(rows, '####') if rows else ['No throughput run is recorded yet.', '']
+  before, rest = text.split(start, 1)
+  after = rest.split(end, 1)[1]
+  files.write_text(path, before + '\n'.join([start, '', *table, end]) + after)
+  return True
+
+
 def main(argv):
   del argv
   out, source = pathlib.Path(FLAGS.out), FLAGS.records
@@ -260,9 +278,12 @@ def main(argv):
           file=sys.stderr)  # fmt: skip
     sys.exit(2)
   out.mkdir(parents=True, exist_ok=True)
-  text = render(records.read(source), out, source)
-  files.write_text(out / 'RESULTS.md', text)
+  all_records = records.read(source)
+  files.write_text(out / 'RESULTS.md', render(all_records, out, source))
   print(f'wrote {out / "RESULTS.md"} and {out / CHART}')
+  if FLAGS.readme and update_readme(pathlib.Path(FLAGS.readme), summary_rows(
+      newest_runs([r for r in all_records if r['kind'] == 'throughput']))):  # fmt: skip
+    print(f'updated the results block of {FLAGS.readme}')
 
 
 if __name__ == '__main__':

@@ -66,9 +66,17 @@ def test_the_summary_takes_the_newest_run_and_its_fastest_peer(tmp_path):
 def test_the_command_writes_the_page_and_a_missing_file_is_one_line(tmp_path):
   source = tmp_path / 'records.jsonl'
   source.write_text(''.join(json.dumps(r) + '\n' for r in RECORDS))
-  done = run_python('-m', 'benchmarks.results', f'--records={source}', f'--out={tmp_path}')
+  readme = tmp_path / 'README.md'
+  start, end = results.README_BLOCK
+  readme.write_text(f'# Title\n\nBefore.\n\n{start}\nold numbers\n{end}\n\nAfter.\n')
+  done = run_python('-m', 'benchmarks.results', f'--records={source}', f'--out={tmp_path}',
+                    f'--readme={readme}')  # fmt: skip
   assert done.returncode == 0, done.stderr
   assert (tmp_path / 'RESULTS.md').read_text() == results.render(RECORDS, tmp_path, str(source))
+  text = readme.read_text()
+  assert text.startswith(f'# Title\n\nBefore.\n\n{start}\n\n#### Xeon (family/model 6/143, AMX')
+  assert 'old numbers' not in text and text.endswith(f'{end}\n\nAfter.\n')
+  assert '| mnist_cnn, batch 128 | float32 | 1,500 (1,350-1,650) | torch |' in text
   missing = run_python('-m', 'benchmarks.results', f'--records={tmp_path}/none.jsonl')
   assert missing.returncode == 2
   assert missing.stderr.strip().splitlines()[-1].startswith('error: no records file ')
