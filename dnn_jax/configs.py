@@ -49,6 +49,11 @@ def validated(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _positive(config, 'checkpoint.max_to_keep')
   for key in ('steps_per_call', 'num_devices', 'checkpoint.every_steps'):
     _positive(config, key, allow_zero=True)
+  target = config.get('stop_at_accuracy', 0.0)  # absent from configs saved before it existed
+  if not isinstance(target, int | float) or not 0 <= target <= 1:  # NaN too
+    raise ConfigError(
+      f'config.stop_at_accuracy={target!r} must be in [0, 1] (a validation accuracy; 0 = off)'
+    )
   dropout = config.model.get('dropout', 0.0)
   if not 0.0 <= dropout < 1.0:
     raise ConfigError(f'config.model.dropout={dropout!r} must be in [0, 1)')

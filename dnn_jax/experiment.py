@@ -39,6 +39,7 @@ class Experiment:
   train_chunks: dict = dataclasses.field(default_factory=dict)  # length -> compiled chunk
   evaluators: dict = dataclasses.field(default_factory=dict)  # split -> compiled evaluate
   compile_seconds: float = 0.0
+  data_seconds: float = 0.0  # reading the splits (from the array cache once prepared)
 
   @property
   def num_train(self) -> int:
@@ -92,7 +93,9 @@ def setup(config) -> Experiment:
     use_compilation_cache(config.compilation_cache_dir)
   mesh = parallel.make_mesh(config.num_devices)
   parallel.check_divisible(config.batch_size, mesh)
+  start = time.perf_counter()
   splits = data_splits.load(config.data)
+  data_seconds = time.perf_counter() - start
   num_train = len(splits.train['label'])
   if config.batch_size > num_train:
     raise ConfigError(
@@ -141,6 +144,7 @@ def setup(config) -> Experiment:
     shuffle_key=shuffle_key,
     example_key=example_key,
     chunks=_chunks(config, steps_per_epoch),
+    data_seconds=data_seconds,
   )
 
 

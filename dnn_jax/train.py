@@ -110,7 +110,7 @@ def _start(exp: experiment.Experiment, ckpts: checkpoint.Checkpoints):
     epoch, in_epoch = divmod(step, exp.steps_per_epoch)
     where = (
       'the run is complete'
-      if step >= config.num_epochs * exp.steps_per_epoch
+      if step >= config.num_epochs * exp.steps_per_epoch or _reached_target(config, run)
       else f'epoch {epoch + 1}/{config.num_epochs}, step {in_epoch}/{exp.steps_per_epoch}'
     )
     return state, run, f'Resuming from {path} ({where})'
@@ -162,11 +162,12 @@ def _train(exp, ckpts, state, run: Progress, workdir: pathlib.Path, stop, board)
     'history': run.history,
     'devices': {'platform': device.platform, 'kind': device.device_kind, 'count': exp.mesh.size},
     'compile_seconds': exp.compile_seconds,
+    'data_seconds': exp.data_seconds,
   }
   _summarize(result, run, exp)
   total_steps = config.num_epochs * exp.steps_per_epoch
   try:
-    while run.step < total_steps:
+    while run.step < total_steps and not _reached_target(config, run):
       stopped = bool(stop.signal)
       if not stopped:
         state, stopped, bar = _train_epoch(exp, ckpts, state, run, stop)
@@ -187,6 +188,14 @@ def _train(exp, ckpts, state, run: Progress, workdir: pathlib.Path, stop, board)
     kept = f'step {kept} in {ckpts.directory}' if kept is not None else 'none (no save yet)'
     raise NonFiniteError(f'{e}; last good checkpoint: {kept}') from None
 
+  if _reached_target(config, run):
+    last = run.history[-1]
+    result['stopped_at_accuracy'] = last['epoch']
+    print(
+      f'Stopped at epoch {last["epoch"]}: val_accuracy {last["val_accuracy"]:.4f} reached '
+      f'config.stop_at_accuracy={config.stop_at_accuracy}',
+      flush=True,
+    )
   result['test'] = experiment.evaluate(exp, state, 'test')
   write_json(workdir / 'metrics.json', result)
   board.write_test(result['test'], run.step)
@@ -231,6 +240,12 @@ def _train_epoch(exp, ckpts, state, run: Progress, stop):
   return state, run.step % steps_per_epoch != 0, bar
 
 
+def _reached_target(config, run: Progress) -> bool:
+  """Whether the last finished epoch reached config.stop_at_accuracy (0: never stop early)."""
+  target = config.get('stop_at_accuracy', 0.0)
+  return bool(target and run.history and run.history[-1]['val_accuracy'] >= target)
+
+
 def _absorb(exp, run: Progress, num_steps: int, sums, bar) -> None:
   """Adds a compiled call's fetched metric sums to the epoch's; stops on a non-finite loss."""
   sums = jax.device_get(sums)
@@ -251,7 +266,9 @@ def _end_epoch(exp, ckpts, state, run: Progress, bar) -> None:
   """Validates, appends the epoch to the history, saves a ranked checkpoint, prints the line."""
   start = time.perf_counter()
   sums = run.epoch_sums or dict.fromkeys(METRIC_SUMS, 0.0)
-  train, val = steps.means(sums), experiment.evaluate(exp, state, 'validation')
+  train = steps.means(sums)
+  val = experiment.evaluate(exp, state, 'validation')
+  eval_seconds = time.perf_counter() - start  # the line above waits for its result
   record = {
     'epoch': run.step // exp.steps_per_epoch,
     'loss': train['loss'],
@@ -260,6 +277,7 @@ def _end_epoch(exp, ckpts, state, run: Progress, bar) -> None:
     'val_accuracy': val['accuracy'],
     'seconds': run.epoch_seconds + time.perf_counter() - start,
     'train_seconds': run.epoch_seconds,
+    'eval_seconds': eval_seconds,
     'learning_rate': float(exp.schedule(run.step - 1)),
     'nonfinite_steps': int(sums['nonfinite']),
   }

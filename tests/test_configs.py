@@ -50,6 +50,9 @@ def test_two_layer_mlp_is_the_keras_example():
     ('checkpoint.max_to_keep', 0, 'config.checkpoint.max_to_keep=0 must be a positive integer'),
     ('init_from', '/no/such/run', "config.init_from='/no/such/run' does not exist; give a"),
     ('augment', {'blur': {}}, "unknown augmentation 'blur'; choose one of clahe, flip_left_"),
+    ('stop_at_accuracy', 1.5, 'config.stop_at_accuracy=1.5 must be in [0, 1] (a validation acc'),
+    ('stop_at_accuracy', -0.1, 'config.stop_at_accuracy=-0.1 must be in [0, 1]'),
+    ('stop_at_accuracy', float('nan'), 'config.stop_at_accuracy=nan must be in [0, 1]'),
   ],
 )
 def test_bad_values_raise_one_line(key, value, message):
@@ -60,3 +63,12 @@ def test_bad_values_raise_one_line(key, value, message):
     configs.validated(config)
   assert message in str(e.value)
   assert '\n' not in str(e.value)
+
+
+def test_stop_at_accuracy_is_off_by_default_and_optional_in_saved_configs():
+  config = mnist_mlp.get_config()
+  assert config.stop_at_accuracy == 0.0
+  config.stop_at_accuracy = 1  # an int is a valid accuracy too
+  configs.validated(config)
+  del config['stop_at_accuracy']  # a config saved in a checkpoint before the field existed
+  configs.validated(config)

@@ -29,7 +29,7 @@ RUN = [
   '--config.progress=lines',
 ]  # fmt: skip
 STEPS = 150
-TIMING = ('seconds', 'train_seconds')
+TIMING = ('seconds', 'train_seconds', 'eval_seconds')
 
 
 def start(workdir, *overrides):

@@ -79,6 +79,27 @@ def test_four_devices_match_one(base_config, tmp_path):
     assert a == pytest.approx(b, rel=1e-3)
 
 
+def test_stop_at_accuracy_ends_the_run_after_the_first_epoch_reaching_it(
+  base_config, tmp_path, capsys
+):
+  config = small_config(base_config, num_epochs=4, stop_at_accuracy=0.5)
+  result = train.train_and_evaluate(config, tmp_path)
+  written = json.loads((tmp_path / 'metrics.json').read_text())
+  assert [h['epoch'] for h in written['history']] == [1]  # one epoch beats 50%: 3 were left
+  assert written['stopped_at_accuracy'] == 1
+  assert written['test'] == result['test']
+  assert 'Stopped at epoch 1: val_accuracy ' in capsys.readouterr().out
+  assert written['data_seconds'] > 0 and written['history'][0]['eval_seconds'] > 0
+  again = train.train_and_evaluate(config, tmp_path)  # the same command: nothing left to train
+  assert [h['epoch'] for h in again['history']] == [1]
+
+
+def test_a_target_never_reached_trains_every_epoch(base_config, tmp_path):
+  result = train.train_and_evaluate(small_config(base_config, stop_at_accuracy=1.0), tmp_path)
+  assert [h['epoch'] for h in result['history']] == [1, 2]
+  assert 'stopped_at_accuracy' not in result
+
+
 def test_separate_test_split_is_evaluated_at_the_end(base_config, tmp_path):
   config = small_config(base_config, num_epochs=1)
   config.data.validation_split = 'test[5000:6000]'
