@@ -153,17 +153,23 @@ def time_to_accuracy_table(tta: list) -> list:
     ]
   lines = [
     '| experiment | dtype | target | side | reached (epochs, accuracy) | start-up | data | '
-    'compile | train | evaluate | total s | machine, date |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|',
+    'compile | train (per epoch) | evaluate | total s | dnn_jax speed-up | machine, date |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ]  # fmt: skip
   for r in reversed(tta):
     reached = f'{"yes" if r["reached"] else "no"} ({r["epochs"]}, {r["accuracy"]:.4f})'
-    phases = ' | '.join(f'{r[f"seconds_{p}"]:.1f}' for p in
-                        ('startup', 'data', 'compile', 'train', 'evaluate'))  # fmt: skip
+    phases = [f'{r[f"seconds_{p}"]:.1f}' for p in ('startup', 'data', 'compile')]
+    phases.append(f'{r["seconds_train"]:.1f} ({r["seconds_train"] / max(r["epochs"], 1):.1f})')
+    phases.append(f'{r["seconds_evaluate"]:.1f}')
+    ours = next((o for o in tta if o['peer'] == 'dnn_jax' and o['dtype'] == r['dtype']
+                 and o.get('command') == r.get('command')), None)  # fmt: skip
+    both = ours and ours['reached'] and r['reached']
+    speedup = f'{r["seconds_total"] / ours["seconds_total"]:.2f}x' if both else ''
+    note = f' ({r["note"]})' if r.get('note') else ''
     lines.append(
       f'| {pathlib.Path(r["config"]).stem} | {r["dtype"]} | {r["target"]} | {r["peer"]} | '
-      f'{reached} | {phases} | {r["seconds_total"]:.1f} | {machine_label(r)}, '
-      f'{r["machine"]["date"]} |'
+      f'{reached} | {" | ".join(phases)} | {r["seconds_total"]:.1f} | {speedup} | '
+      f'{machine_label(r)}, {r["machine"]["date"]}{note} |'
     )
   return [*lines, '']
 

@@ -38,7 +38,13 @@ RECORDS = [
   {'kind': 'time_to_accuracy', 'config': 'experiments/mnist_cnn.py', 'peer': 'dnn_jax',
    'dtype': 'float32', 'target': 0.99, 'reached': True, 'epochs': 3, 'accuracy': 0.9912,
    'seconds_total': 130.0, 'seconds_startup': 5.0, 'seconds_data': 2.0, 'seconds_compile': 4.0,
-   'seconds_train': 110.0, 'seconds_evaluate': 6.0, 'batch_size': 128, 'machine': AMX},
+   'seconds_train': 110.0, 'seconds_evaluate': 6.0, 'batch_size': 128, 'machine': AMX,
+   'command': 'tta'},
+  {'kind': 'time_to_accuracy', 'config': 'experiments/mnist_cnn.py', 'peer': 'keras-tensorflow',
+   'dtype': 'float32', 'target': 0.99, 'reached': True, 'epochs': 4, 'accuracy': 0.9908,
+   'seconds_total': 260.0, 'seconds_startup': 5.0, 'seconds_data': 1.0, 'seconds_compile': 2.0,
+   'seconds_train': 240.0, 'seconds_evaluate': 8.0, 'batch_size': 128, 'machine': AMX,
+   'command': 'tta', 'note': 'another job shared the cores'},
   {'kind': 'fit_check', 'config': 'experiments/mnist_cnn.py', 'peer': 'keras-tensorflow',
    'dtype': 'float32', 'batch_size': 128, 'batches': 150, 'train_samples_per_sec': 1100.0,
    'machine': AMX},
@@ -56,8 +62,10 @@ def test_the_summary_takes_the_newest_run_and_its_fastest_peer(tmp_path):
   assert '### Xeon (family/model 6/143, AMX, 2 cores)' in lines
   assert '### AMD EPYC (family/model 25/1, AVX2, 2 cores)' in lines
   assert (tmp_path / results.CHART).stat().st_size > 10_000
-  tta = next(line for line in lines if line.startswith('| mnist_cnn | float32 | 0.99 |'))
-  assert '| yes (3, 0.9912) | 5.0 | 2.0 | 4.0 | 110.0 | 6.0 | 130.0 |' in tta
+  tta = next(line for line in lines if line.startswith('| mnist_cnn | float32 | 0.99 | dnn_jax'))
+  assert '| yes (3, 0.9912) | 5.0 | 2.0 | 4.0 | 110.0 (36.7) | 6.0 | 130.0 | 1.00x |' in tta
+  keras = next(line for line in lines if line.startswith('| mnist_cnn | float32 | 0.99 | keras'))
+  assert '| 260.0 | 2.00x |' in keras and '(another job shared the cores)' in keras
   check = next(line for line in lines if '(150 batches)' in line)
   assert '| 1,100 (150 batches) | 1,000 | 0.91 |' in check  # the r2 keras figure beside it
   assert sum(line.startswith('#### ') for line in lines) == 3  # every run in full
