@@ -29,7 +29,7 @@ def main(argv):
   del argv
   import keras
 
-  from benchmarks import keras_models, keras_peer
+  from benchmarks import keras_models
   from dnn_jax.data import splits as data_splits
 
   config = FLAGS.config
@@ -40,7 +40,7 @@ def main(argv):
   x = splits.train['image'][:count].astype('float32') / 255.0
   y = splits.train['label'][:count]
   model = keras_models.from_config(config.model, splits.image_shape, splits.num_classes)
-  keras_peer.compile_model(keras, config, model, 'auto')
+  keras_models.compile_model(config, model)  # Keras's default jit_compile='auto'
   model.fit(x[: 10 * config.batch_size], y[: 10 * config.batch_size],
             batch_size=config.batch_size, verbose=0)  # fmt: skip
   start = time.perf_counter()
@@ -48,7 +48,7 @@ def main(argv):
   seconds = time.perf_counter() - start
   result = {
     'config': config_flags.get_config_filename(FLAGS['config']),
-    'peer': keras_peer.peer_name(keras.backend.backend(), 'auto'),
+    'peer': f'keras-{keras.backend.backend()}',
     'dtype': FLAGS.dtype,
     'batch_size': config.batch_size,
     'batches': len(y) // config.batch_size,

@@ -94,3 +94,25 @@ def from_config(model_config, input_shape, num_classes):
   if model_config.name == 'cnn':
     return cnn_from_tokens(model_config.layers, input_shape, num_classes)
   return resnet_v2(model_config.depth, input_shape, num_classes)
+
+
+def keras_optimizer(keras, opt):
+  """Keras's optimizer of the same name and hyperparameters (the schedule left out)."""
+  if opt.name == 'adam':
+    return keras.optimizers.Adam(opt.learning_rate, opt.beta_1, opt.beta_2, opt.epsilon)
+  if opt.name == 'rmsprop':
+    return keras.optimizers.RMSprop(opt.learning_rate, opt.rho, opt.momentum, opt.epsilon)
+  if opt.name == 'adadelta':
+    return keras.optimizers.Adadelta(opt.learning_rate, opt.rho, opt.epsilon)
+  return keras.optimizers.SGD(opt.learning_rate, opt.momentum, opt.nesterov)
+
+
+def compile_model(config, model, jit_compile: str = 'auto'):
+  """Keras's compile with the experiment's optimizer and loss."""
+  from_logits = config.model.name != 'resnet_v2'  # keras-team's ResNet ends in softmax
+  model.compile(
+    optimizer=keras_optimizer(keras, config.optimizer),
+    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+    metrics=['accuracy'],
+    jit_compile={'auto': 'auto', 'true': True, 'false': False}[jit_compile],
+  )

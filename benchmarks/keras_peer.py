@@ -36,17 +36,6 @@ flags.DEFINE_integer('eval_repeats', 3, 'Timed model.evaluate calls after a firs
 flags.mark_flags_as_required(['config_json'])
 
 
-def keras_optimizer(keras, opt):
-  """Keras's optimizer of the same name and hyperparameters (the schedule left out)."""
-  if opt.name == 'adam':
-    return keras.optimizers.Adam(opt.learning_rate, opt.beta_1, opt.beta_2, opt.epsilon)
-  if opt.name == 'rmsprop':
-    return keras.optimizers.RMSprop(opt.learning_rate, opt.rho, opt.momentum, opt.epsilon)
-  if opt.name == 'adadelta':
-    return keras.optimizers.Adadelta(opt.learning_rate, opt.rho, opt.epsilon)
-  return keras.optimizers.SGD(opt.learning_rate, opt.momentum, opt.nesterov)
-
-
 def peer_name(backend: str, jit_compile: str) -> str:
   """keras-tensorflow (its default), keras-tensorflow-xla, keras-tensorflow-nojit, keras-jax."""
   suffix = {'auto': '', 'true': '-xla', 'false': '-nojit'}[jit_compile]
@@ -72,17 +61,6 @@ def step_stamper(keras, budget: steady.Budget, step_seconds: list):
   return StepStamper()
 
 
-def compile_model(keras, config, model, jit_compile: str):
-  """Keras's compile with the experiment's optimizer and loss."""
-  from_logits = config.model.name != 'resnet_v2'  # keras-team's ResNet ends in softmax
-  model.compile(
-    optimizer=keras_optimizer(keras, config.optimizer),
-    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
-    metrics=['accuracy'],
-    jit_compile={'auto': 'auto', 'true': True, 'false': False}[jit_compile],
-  )
-
-
 def measure(config, jit_compile: str, dtype: str, budget: steady.Budget, eval_repeats: int):
   """Train and eval samples/s of the Keras twin of config's model on this machine."""
   import keras
@@ -98,7 +76,7 @@ def measure(config, jit_compile: str, dtype: str, budget: steady.Budget, eval_re
   x_val = splits.validation['image'].astype('float32') / 255.0
   y_val = splits.validation['label']
   model = keras_models.from_config(config.model, splits.image_shape, splits.num_classes)
-  compile_model(keras, config, model, jit_compile)
+  keras_models.compile_model(config, model, jit_compile)
   step_seconds = []
   # Epochs enough for any budget: the callback ends the fit.
   epochs = 1 + (budget.warmup_steps + budget.min_steps) * config.batch_size // len(y)

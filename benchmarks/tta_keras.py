@@ -3,7 +3,7 @@
 Run by the harness in a process of its own:
   KERAS_BACKEND=tensorflow python -m benchmarks.tta_keras --recipe_json c.json
 The Keras twin of the model (benchmarks.keras_models), the same optimizer and hyperparameters
-(keras_peer.keras_optimizer), batch size, loss from logits and data (dnn_jax's splits, x / 255),
+(keras_models.keras_optimizer), batch size, loss from logits and data (dnn_jax's splits, x / 255),
 trained as the Keras tutorial trains: one model.fit of up to config.num_epochs epochs, shuffled
 each epoch, validating on the validation split after each, plus a callback that stops the fit
 after the first epoch whose val_accuracy reaches config.stop_at_accuracy. Keras's default
@@ -39,7 +39,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('recipe_json', None, 'The experiment config, as ConfigDict JSON.')
 flags.mark_flags_as_required(['recipe_json'])
 # What run() imports besides Keras: the twin models, the optimizer mapping, dnn_jax's data.
-HELPERS = ('benchmarks.keras_models', 'benchmarks.keras_peer', 'dnn_jax.data.splits')
+HELPERS = ('benchmarks.keras_models', 'dnn_jax.data.splits')
 
 
 def phase_timer(keras, target: float):
@@ -94,7 +94,7 @@ def first_call_extra(starts: list) -> float:
 
 def run(keras, config) -> dict:
   """Fits config's recipe until config.stop_at_accuracy; the phases and the accuracies."""
-  from benchmarks import keras_models, keras_peer
+  from benchmarks import keras_models
   from dnn_jax.data import splits as data_splits
 
   start = time.perf_counter()
@@ -107,7 +107,7 @@ def run(keras, config) -> dict:
   keras.utils.set_random_seed(config.seed)
   model = keras_models.from_config(config.model, splits.image_shape, splits.num_classes)
   model.compile(
-    optimizer=keras_peer.keras_optimizer(keras, config.optimizer),
+    optimizer=keras_models.keras_optimizer(keras, config.optimizer),
     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=config.model.name != 'resnet_v2'),
     metrics=['accuracy'],
   )  # jit_compile='auto', Keras's default
