@@ -88,3 +88,17 @@ def test_the_command_writes_the_page_and_a_missing_file_is_one_line(tmp_path):
   missing = run_python('-m', 'benchmarks.results', f'--records={tmp_path}/none.jsonl')
   assert missing.returncode == 2
   assert missing.stderr.strip().splitlines()[-1].startswith('error: no records file ')
+
+
+def test_fit_check_times_a_plain_keras_fit_and_records_it(tmp_path):
+  record = tmp_path / 'records.jsonl'
+  done = run_python(
+    '-m', 'benchmarks.fit_check', '--config', 'experiments/mnist_mlp.py', '--batches=12',
+    '--config.data.train_split=train[:2048]', f'--record={record}',
+    env={'KERAS_BACKEND': 'tensorflow'},
+  )  # fmt: skip
+  assert done.returncode == 0, done.stderr
+  (check,) = [json.loads(line) for line in record.read_text().splitlines()]
+  assert check['kind'] == 'fit_check' and check['peer'] == 'keras-tensorflow'
+  assert check['batches'] == 12 and check['train_samples_per_sec'] > 0
+  assert check['machine']['cpu_features'] is not None
