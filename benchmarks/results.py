@@ -54,14 +54,20 @@ def goal(record: dict) -> float:
 
 
 def newest_runs(throughput: list) -> dict:
-  """(machine, experiment) -> the records of the newest run that measured it."""
-  newest = {}
-  for record in throughput:  # oldest first: a later run replaces an earlier one
+  """(machine, experiment) -> the records of its newest run among those with the most peers.
+
+  A later run with fewer peers (a quick check against one of them) does not replace a full one.
+  """
+  runs = {}
+  for record in throughput:  # oldest first
     key = (machine_label(_ours(throughput, record)), experiment_label(record))
-    if newest.get(key, {}).get('run_id') != record['run_id']:
-      newest[key] = {'run_id': record['run_id'], 'rows': []}
-    newest[key]['rows'].append(record)
-  return {key: value['rows'] for key, value in newest.items()}
+    runs.setdefault(key, {}).setdefault(record['run_id'], []).append(record)
+  chosen = {}
+  for key, by_run in runs.items():
+    order = list(by_run)  # run ids, oldest first
+    best = max(order, key=lambda run: (len({r['peer'] for r in by_run[run]}), order.index(run)))
+    chosen[key] = by_run[best]
+  return chosen
 
 
 def _ours(throughput: list, record: dict) -> dict:
@@ -188,10 +194,11 @@ def fit_check_table(checks: list, throughput: list) -> list:
       and r['config'] == check['config'] and r['batch_size'] == check['batch_size']
       and machine_label(_ours(throughput, r)) == machine_label(check)
     ]  # fmt: skip
-    ours = f'{same[-1]["train_samples_per_sec"]:,.0f}' if same else 'not measured'
-    ratio = (
-      f'{same[-1]["train_samples_per_sec"] / check["train_samples_per_sec"]:.2f}' if same else ''
-    )
+    # The project's figure recorded last before the check, else the first after it.
+    earlier = [r for r in same if r['position'] < check['position']]
+    figure = (earlier[-1] if earlier else same[0])['train_samples_per_sec'] if same else None
+    ours = f'{figure:,.0f}' if figure else 'not measured'
+    ratio = f'{figure / check["train_samples_per_sec"]:.2f}' if figure else ''
     lines.append(
       f'| {pathlib.Path(check["config"]).stem}, batch {check["batch_size"]} | {check["dtype"]} | '
       f'{check["peer"]} | {check["train_samples_per_sec"]:,.0f} ({check["batches"]} batches) | '
@@ -227,6 +234,7 @@ def draw_chart(rows: list, path: pathlib.Path) -> None:
 
 def render(all_records: list, out: pathlib.Path, source: str) -> str:
   """RESULTS.md's text; draws the chart beside it when there is something to draw."""
+  all_records = [{**r, 'position': i} for i, r in enumerate(all_records)]  # file order
   throughput = [r for r in all_records if r['kind'] == 'throughput']
   rows = summary_rows(newest_runs(throughput))
   lines = [
