@@ -28,10 +28,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('config_json', None, 'The experiment config, as ConfigDict JSON.')
 flags.DEFINE_enum('jit_compile', 'auto', ['auto', 'true', 'false'], "Keras's compile.jit_compile.")
 flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'bfloat16: mixed_bfloat16.')
-flags.DEFINE_integer('warmup_steps', 20, 'Steps left out of the timing (compile, warm-up).')
-flags.DEFINE_integer('min_steps', 200, 'Time at least this many steps after the warm-up ...')
-flags.DEFINE_float('min_seconds', 20.0, '... and at least this many seconds ...')
-flags.DEFINE_float('max_seconds', 40.0, '... unless this many seconds pass first.')
+steady.define_budget_flags()
 flags.DEFINE_integer('eval_repeats', 3, 'Timed model.evaluate calls after a first one.')
 flags.mark_flags_as_required(['config_json'])
 
@@ -114,7 +111,7 @@ def main(argv):
   del argv
   with open(FLAGS.config_json) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  budget = steady.Budget(FLAGS.warmup_steps, FLAGS.min_steps, FLAGS.min_seconds, FLAGS.max_seconds)
+  budget = steady.budget_from_flags()
   result = measure(config, FLAGS.jit_compile, FLAGS.dtype, budget, FLAGS.eval_repeats)
   result['keras_backend_env'] = os.environ.get('KERAS_BACKEND', '')
   print(json.dumps(result))

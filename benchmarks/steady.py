@@ -10,6 +10,8 @@ however many steps that took, so it is not timed for many minutes.
 import dataclasses
 import statistics
 
+from absl import flags
+
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
@@ -46,3 +48,17 @@ def summary(step_seconds: list, batch_size: int, budget: Budget) -> dict:
     'seconds_timed': sum(timed),
     'warmup_steps': budget.warmup_steps,
   }
+
+
+def define_budget_flags() -> None:
+  """--warmup_steps, --min_steps, --min_seconds, --max_seconds: a Budget from the command line."""
+  flags.DEFINE_integer('warmup_steps', 20, 'Steps left out of the timing (compile, warm-up).')
+  flags.DEFINE_integer('min_steps', 200, 'Time at least this many steps after the warm-up ...')
+  flags.DEFINE_float('min_seconds', 20.0, '... and at least this many seconds ...')
+  flags.DEFINE_float('max_seconds', 40.0, '... unless this many seconds pass first.')
+
+
+def budget_from_flags() -> Budget:
+  """The Budget that define_budget_flags' flags describe."""
+  f = flags.FLAGS
+  return Budget(f.warmup_steps, f.min_steps, f.min_seconds, f.max_seconds)

@@ -45,10 +45,7 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 flags.DEFINE_list('dtypes', [], "Compute dtypes to time: float32, bfloat16 (default: config's).")
 flags.DEFINE_list('peers', [], "Peers to time beside dnn_jax: 'all' or names (see above).")
-flags.DEFINE_integer('warmup_steps', 20, 'Steps left out of the timing (compile, warm-up).')
-flags.DEFINE_integer('min_steps', 200, 'Time at least this many steps after the warm-up ...')
-flags.DEFINE_float('min_seconds', 20.0, '... and at least this many seconds ...')
-flags.DEFINE_float('max_seconds', 40.0, '... unless this many seconds pass first.')
+steady.define_budget_flags()
 flags.DEFINE_integer('eval_repeats', 3, 'Timed evaluations of the validation split.')
 flags.DEFINE_string('record', '', 'Append the measurements to this records file (JSON lines).')
 flags.mark_flags_as_required(['config'])
@@ -195,7 +192,7 @@ def print_table(rows: list) -> None:
 def main(argv):
   del argv
   config_file = config_flags.get_config_filename(FLAGS['config'])
-  budget = steady.Budget(FLAGS.warmup_steps, FLAGS.min_steps, FLAGS.min_seconds, FLAGS.max_seconds)
+  budget = steady.budget_from_flags()
   peers = cli.run_reporting_errors(peer_names, FLAGS.peers) if FLAGS.peers else []
   where = machine.describe()
   run_id = (

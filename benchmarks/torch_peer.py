@@ -28,10 +28,7 @@ flags.DEFINE_bool('compile', False, 'Run the model through torch.compile (induct
 flags.DEFINE_string('compile_mode', 'default', "torch.compile's mode, e.g. max-autotune.")
 flags.DEFINE_enum('memory_format', 'channels_last', ['channels_last', 'contiguous'],
                   "The convolutions' layout (torch_models says which is faster).")  # fmt: skip
-flags.DEFINE_integer('warmup_steps', 20, 'Steps left out of the timing (compile, warm-up).')
-flags.DEFINE_integer('min_steps', 200, 'Time at least this many steps after the warm-up ...')
-flags.DEFINE_float('min_seconds', 20.0, '... and at least this many seconds ...')
-flags.DEFINE_float('max_seconds', 40.0, '... unless this many seconds pass first.')
+steady.define_budget_flags()
 flags.DEFINE_integer('eval_repeats', 3, 'Timed evaluations after a first one.')
 flags.mark_flags_as_required(['config_json'])
 
@@ -154,7 +151,7 @@ def main(argv):
     return 2
   with open(FLAGS.config_json) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  budget = steady.Budget(FLAGS.warmup_steps, FLAGS.min_steps, FLAGS.min_seconds, FLAGS.max_seconds)
+  budget = steady.budget_from_flags()
   compile_mode = FLAGS.compile_mode if FLAGS.compile else None
   result = measure(
     config, FLAGS.dtype, compile_mode, FLAGS.memory_format, budget, FLAGS.eval_repeats
