@@ -14,7 +14,7 @@ train: $(PREPARED)
 test: $(PREPARED)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q -n 2 tests  # two workers: most tests use one core, CI has two
+	$(PY) -m pytest -q -n 2 --durations=25 tests  # two workers: most tests use one core, CI has two; the slowest 25 listed to keep CI short
 
 data: $(PREPARED)
 

@@ -22,7 +22,7 @@ SMALL_RUN = (
   '-m', 'dnn_jax.main', '--config', 'experiments/mnist_mlp.py', '--config.num_devices=1',
   '--config.num_epochs=4', '--config.data.train_split=train[:6000]',
   '--config.model.hidden_sizes=(80,)', '--config.checkpoint.max_to_keep=5',
-  '--config.progress=lines',
+  '--config.progress=lines', '--noreport',  # the report's full disk: its own test below
 )  # fmt: skip
 
 
@@ -124,7 +124,7 @@ def test_a_report_on_a_full_disk_leaves_no_cut_off_picture(small_disk, tmp_path)
   disk = small_disk('4m')
   workdir = disk / 'run'
   result = run_python(
-    *SMALL_RUN[:-5], '--config.num_epochs=1', '--config.data.train_split=train[:1024]',
+    *SMALL_RUN[:-6], '--config.num_epochs=1', '--config.data.train_split=train[:1024]',
     '--config.model.hidden_sizes=(16,)', '--workdir', str(workdir), '--noreport',
   )  # fmt: skip
   assert result.returncode == 0, result.stderr

@@ -23,7 +23,9 @@ EXPERIMENTS = {
   mnist_cnn: '1,199,882',
   mnist_cnn_deep: '225,162',
   cifar10_cnn: '1,250,858',
-  cifar10_resnet110_aug: '3,323,210',
+  # Trained at depth 20 here: ResNet-110's compile alone takes minutes of CI, and its
+  # 3,323,210 parameters are checked against Keras in test_models.
+  cifar10_resnet110_aug: '574,090',
 }
 
 
@@ -41,6 +43,8 @@ def test_two_steps_on_real_data(experiment, tmp_path, capsys):
     config.data.validation_split, config.data.test_split = 'test[5000:5256]', 'test[:256]'
   config.num_epochs = 1
   config.progress = 'lines'
+  if config.model.name == 'resnet_v2':
+    config.model.depth = 20
   result = train.train_and_evaluate(config, tmp_path)
   out = capsys.readouterr().out
   assert f'Total params: {EXPERIMENTS[experiment]}' in out

@@ -32,7 +32,7 @@ def test_gpu_script_runs_on_the_cpu_and_prints_one_table(tmp_path):
   lines = result.stdout.splitlines()
   rows = [line.split() for line in lines if ' x cpu ' in line]
   assert [row[0] for row in rows] == [
-    'mnist_mlp', 'mnist_cnn', 'mnist_cnn_deep', 'cifar10_cnn', 'cifar10_cnn_bf16_b512', 'resnet20'
+    'mnist_mlp', 'mnist_cnn', 'mnist_cnn_deep', 'cifar10_cnn', 'cifar10_cnn_bf16_b512', 'resnet11'
   ]  # fmt: skip
   # CIFAR-10 is too big to carry to a GPU machine: its rows say they timed synthetic data.
   assert [row[4] for row in rows] == ['real'] * 3 + ['synthetic'] * 3

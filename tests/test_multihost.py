@@ -16,6 +16,7 @@ RUN = [
   '--config.data.train_split=train[:1280]',
   '--config.data.validation_split=test[:500]', '--config.data.test_split=test[:500]',
   '--config.num_epochs=2', '--config.steps_per_call=5', '--config.progress=lines',
+  '--noreport',  # reports are tested elsewhere
 ]  # fmt: skip
 
 

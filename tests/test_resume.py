@@ -26,7 +26,7 @@ RUN = [
   '--config.data.train_split=train[:6400]',
   '--config.data.validation_split=test[:1000]', '--config.data.test_split=test[:1000]',
   '--config.num_epochs=3', '--config.steps_per_call=5', '--config.checkpoint.every_steps=10',
-  '--config.progress=lines',
+  '--config.progress=lines', '--noreport',  # reports are tested elsewhere
 ]  # fmt: skip
 STEPS = 150
 TIMING = ('seconds', 'train_seconds', 'eval_seconds')

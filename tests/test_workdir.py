@@ -19,7 +19,7 @@ LONG_RUN = (
   '-m', 'dnn_jax.main', '--config', 'experiments/mnist_mlp.py', '--config.num_devices=1',
   '--config.num_epochs=1000', '--config.data.train_split=train[:2048]',
   '--config.data.validation_split=test[:500]', '--config.model.hidden_sizes=(32,)',
-  '--config.progress=lines',
+  '--config.progress=lines', '--noreport',
 )  # fmt: skip
 
 
