@@ -16,7 +16,8 @@ each peer runs in a process of its own, as its users run it:
                         (pip install -e '.[bench]'; left out with a note when missing)
 In bfloat16 each uses its mixed-precision mode: dnn_jax's config.dtype, Keras's
 mixed_bfloat16, torch.autocast. The model, batch, optimizer and data are the experiment's;
-the peers train without augmentation. Prints one JSON object per measurement, then a table
+the peers train without augmentation, so with --peers dnn_jax does too (same work; a note
+says so). Prints one JSON object per measurement, then a table
 per dtype with dnn_jax's speed-up over each peer and over the fastest one. --record appends
 the measurements, with the machine's CPU model and features, to a records file that
 `python -m benchmarks.results` renders into RESULTS.md.
@@ -33,6 +34,7 @@ import tempfile
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -105,6 +107,7 @@ def measure(config, config_file: str, budget: steady.Budget, eval_repeats: int) 
     'dtype': config.dtype,
     'batch_size': config.batch_size,
     'steps_per_call': end - first,
+    'augment': bool(config.augment),  # the peers never augment
     **timed,
     'eval_samples_per_sec': num_eval / eval_seconds,
     'epoch_seconds': exp.num_train / samples_per_sec,  # training only, at this rate
@@ -189,6 +192,16 @@ def print_table(rows: list) -> None:
       )
 
 
+def config_to_time(config, dtype: str, with_peers: bool):
+  """The experiment in dtype; beside peers, without augmentation, the work the peers do."""
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.dtype = dtype
+    if with_peers:
+      config.augment, config.eval_augment = ml_collections.ConfigDict(), ml_collections.ConfigDict()
+  return config
+
+
 def main(argv):
   del argv
   config_file = config_flags.get_config_filename(FLAGS['config'])
@@ -202,10 +215,10 @@ def main(argv):
   print(f'# {where["cpu_model"]} (family/model {where["cpu_family_model"]}, '
         f'{where["cpu_cores"]} cores, {features})', flush=True)  # fmt: skip
   rows, failed = [], []
+  if peers and (FLAGS.config.augment or FLAGS.config.eval_augment):
+    print('note: dnn_jax is timed without its augmentation here, as the peers train without it')
   for dtype in FLAGS.dtypes or [FLAGS.config.dtype]:
-    config = FLAGS.config.copy_and_resolve_references()
-    with config.unlocked():
-      config.dtype = dtype
+    config = config_to_time(FLAGS.config, dtype, with_peers=bool(peers))
     result = cli.run_reporting_errors(measure, config, config_file, budget, FLAGS.eval_repeats)
     rows.append(result)
     print(json.dumps(result), flush=True)

@@ -5,7 +5,8 @@ import json
 
 from conftest import run_python
 
-from benchmarks import records, steady
+from benchmarks import records, steady, throughput
+from experiments import cifar10_resnet110_aug
 
 # Each side times a couple of steps only: these tests check the plumbing, not the speed.
 TINY_BUDGET = ('--warmup_steps=1', '--min_steps=3', '--min_seconds=0', '--max_seconds=5',
@@ -74,6 +75,16 @@ def test_peers_time_the_same_model_in_every_installed_framework_and_dtype(tmp_pa
   assert len({r['run_id'] for r in saved}) == 1
   assert saved[0]['kind'] == 'throughput' and saved[0]['machine']['cpu_family_model']
   assert saved[0]['command'].startswith('python -m benchmarks.throughput --config')
+
+
+def test_beside_peers_dnn_jax_is_timed_without_augmentation_as_they_are():
+  config = cifar10_resnet110_aug.get_config()
+  alone = throughput.config_to_time(config, 'bfloat16', with_peers=False)
+  assert alone.dtype == 'bfloat16' and alone.augment == config.augment
+  assert alone.eval_augment == config.eval_augment
+  beside = throughput.config_to_time(config, 'float32', with_peers=True)
+  assert not beside.augment and not beside.eval_augment and beside.dtype == 'float32'
+  assert config.augment and config.dtype == 'float32'  # the experiment itself is untouched
 
 
 def test_an_unknown_peer_is_one_line():
