@@ -58,6 +58,11 @@ def define_budget_flags() -> None:
   flags.DEFINE_float('max_seconds', 40.0, '... unless this many seconds pass first.')
 
 
+def budget_as_flags(budget: Budget) -> list[str]:
+  """The command-line flags that define_budget_flags reads back as budget (for a subprocess)."""
+  return [f'--{field.name}={getattr(budget, field.name)}' for field in dataclasses.fields(budget)]
+
+
 def budget_from_flags() -> Budget:
   """The Budget that define_budget_flags' flags describe."""
   f = flags.FLAGS

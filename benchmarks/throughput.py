@@ -17,8 +17,8 @@ each peer runs in a process of its own, as its users run it:
 In bfloat16 each uses its mixed-precision mode: dnn_jax's config.dtype, Keras's
 mixed_bfloat16, torch.autocast. The model, batch, optimizer and data are the experiment's;
 the peers train without augmentation, so with --peers dnn_jax does too (same work; a note
-says so). Prints one JSON object per measurement, then a table
-per dtype with dnn_jax's speed-up over each peer and over the fastest one. --record appends
+says so). Prints one JSON object per measurement, then a table per dtype with dnn_jax's
+speed-up over each peer and over the fastest one. --record appends
 the measurements, with the machine's CPU model and features, to a records file that
 `python -m benchmarks.results` renders into RESULTS.md.
 """
@@ -158,9 +158,7 @@ def measure_peer(name: str, config, dtype: str, budget: steady.Budget, eval_repe
     f.flush()
     command = [
       sys.executable, '-m', module, f'--config_json={f.name}', f'--dtype={dtype}',
-      f'--warmup_steps={budget.warmup_steps}', f'--min_steps={budget.min_steps}',
-      f'--min_seconds={budget.min_seconds}', f'--max_seconds={budget.max_seconds}',
-      f'--eval_repeats={eval_repeats}', *peer_flags,
+      *steady.budget_as_flags(budget), f'--eval_repeats={eval_repeats}', *peer_flags,
     ]  # fmt: skip
     env = {**os.environ, **env, 'TF_CPP_MIN_LOG_LEVEL': '2'}
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
