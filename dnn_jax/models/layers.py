@@ -123,8 +123,7 @@ class AveragePooling2D(nnx.Module):
     self.pool_size = pool_size
 
   def __call__(self, x_BxHxWxC, train: Train | None = None):
-    window = (self.pool_size, self.pool_size)
-    return nnx.avg_pool(x_BxHxWxC, window, strides=window, padding='VALID')
+    return conv_kernels.avg_pool(x_BxHxWxC, self.pool_size)
 
 
 class BatchNormalization(nnx.Module):
