@@ -137,6 +137,31 @@ def test_avg_pool_equals_reduce_window_and_its_gradient(shape, dtype, size):
   np.testing.assert_allclose(np.float32(vjp_ours(g)[0]), np.float32(vjp_xla(g)[0]), **tol)
 
 
+@pytest.mark.parametrize('shape', [(6, 5), (4, 3, 7, 5), (3, 2, 4, 6, 5)])
+def test_channel_sums_equal_a_weighted_sum_over_all_but_the_last_axis(shape):
+  x = jax.random.normal(jax.random.key(0), shape)
+  weight = jnp.arange(shape[0], dtype=jnp.float32) % 3
+  expected = jnp.sum(x * weight.reshape((-1,) + (1,) * (x.ndim - 1)), tuple(range(x.ndim - 1)))
+  np.testing.assert_allclose(layers.channel_sums(x, weight), expected, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(layers.channel_sums(x), jnp.sum(x, tuple(range(x.ndim - 1))), 1e-5)
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_scale_and_shift_gradients_equal_autodiff_of_the_plain_form(dtype):
+  x = jax.random.normal(jax.random.key(0), (4, 6, 5, 8)).astype(dtype)
+  scale, shift = jax.random.normal(jax.random.key(1), (2, 8))
+  g = jax.random.normal(jax.random.key(2), x.shape).astype(dtype)
+  plain = lambda x, a, b: (x * a + b).astype(x.dtype)
+  y, vjp_plain = jax.vjp(plain, x, scale, shift)
+  y_ours, vjp_ours = jax.vjp(layers.scale_and_shift, x, scale, shift)
+  assert y_ours.dtype == dtype
+  np.testing.assert_array_equal(np.float32(y_ours), np.float32(y))
+  tol = 1e-5 if dtype == jnp.float32 else 2e-2
+  for ours, expected in zip(vjp_ours(g), vjp_plain(g), strict=True):
+    assert ours.dtype == expected.dtype
+    np.testing.assert_allclose(np.float32(ours), np.float32(expected), rtol=tol, atol=tol)
+
+
 def batch_norm_step(x, mask=None, num_devices=1):
   """One training call of a fresh BatchNormalization, data parallel over num_devices."""
   graphdef, variables = nnx.split(layers.BatchNormalization(x.shape[-1]))
