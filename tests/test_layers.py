@@ -147,6 +147,25 @@ def test_channel_sums_equal_a_weighted_sum_over_all_but_the_last_axis(shape):
 
 
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_add_bias_equals_float32_autodiff_of_the_plain_form(dtype):
+  # Against float32: XLA's own bfloat16 bias gradient sums in bfloat16, ours in float32.
+  x = jax.random.normal(jax.random.key(0), (4, 6, 5, 8)).astype(dtype)
+  bias = jax.random.normal(jax.random.key(1), (8,)).astype(dtype)
+  g = jax.random.normal(jax.random.key(2), x.shape).astype(dtype)
+  f32 = lambda *a: [np.float32(v) for v in a]
+  y, vjp_plain = jax.vjp(lambda x, b: x + b, *(jnp.float32(v) for v in (x, bias)))
+  y_ours, vjp_ours = jax.vjp(layers.add_bias, x, bias)
+  grads = vjp_ours(g)
+  assert y_ours.dtype == dtype and [v.dtype for v in grads] == [dtype, dtype]
+  tol = (
+    1e-5 if dtype == jnp.float32 else 1e-2
+  )  # float32 summation order; bfloat16's rounding of the result
+  np.testing.assert_allclose(*f32(y_ours, y), rtol=tol, atol=tol)
+  for ours, expected in zip(grads, vjp_plain(jnp.float32(g)), strict=True):
+    np.testing.assert_allclose(*f32(ours, expected), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
 def test_scale_and_shift_gradients_equal_autodiff_of_the_plain_form(dtype):
   x = jax.random.normal(jax.random.key(0), (4, 6, 5, 8)).astype(dtype)
   scale, shift = jax.random.normal(jax.random.key(1), (2, 8))

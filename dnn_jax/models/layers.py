@@ -102,7 +102,7 @@ class Conv2D(nnx.Module):
     else:
       y = conv_kernels.conv_as_matmul(x_BxHxWxC, kernel, self.strides, self.padding)
     if self.conv.bias is not None:
-      y = y + self.conv.bias[...]
+      y = add_bias(y, self.conv.bias[...])
     return ACTIVATIONS[self.activation](y)
 
 
@@ -198,6 +198,23 @@ def _scale_and_shift_bwd(residuals, g_BxC):
 
 
 scale_and_shift.defvjp(_scale_and_shift_fwd, _scale_and_shift_bwd)
+
+
+@jax.custom_vjp
+def add_bias(x_BxC, bias_C):
+  """x + bias per channel, in x's dtype; the bias gradient sums as channel_sums does."""
+  return (x_BxC + bias_C).astype(x_BxC.dtype)
+
+
+def _add_bias_fwd(x_BxC, bias_C):
+  return add_bias(x_BxC, bias_C), bias_C  # only its dtype counts: a [C] vector is cheap
+
+
+def _add_bias_bwd(bias_C, g_BxC):
+  return g_BxC, channel_sums(g_BxC).astype(bias_C.dtype)
+
+
+add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
 
 
 class Activation(nnx.Module):
