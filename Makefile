@@ -4,19 +4,24 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PREPARED := data/tfds/mnist/3.0.1/dataset_info.json
+KERNELS := dnn_jax/kernels/_build/libdnn_jax_onednn.so
 EXPERIMENT ?= mnist_mlp
 
 .PHONY: train test lint format data clean
 
-train: $(PREPARED)
+train: $(PREPARED) $(KERNELS)
 	$(PY) -m dnn_jax.main --config experiments/$(EXPERIMENT).py --workdir runs/$(EXPERIMENT)
 
-test: $(PREPARED)
+test: $(PREPARED) $(KERNELS)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q -n 2 --durations=25 tests  # two workers: most tests use one core, CI has two; the slowest 25 listed to keep CI short
 
 data: $(PREPARED)
+
+# oneDNN's convolutions (dnn_jax/kernels); without g++ or oneDNN: one line, and XLA's are used
+$(KERNELS): dnn_jax/kernels/onednn_conv.cc $(INSTALLED)
+	$(PY) -m dnn_jax.kernels.build
 
 $(PREPARED): $(INSTALLED)
 	$(PY) -m dnn_jax.data.prepare mnist

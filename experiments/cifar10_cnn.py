@@ -17,7 +17,9 @@ def get_config():
   )
   config.model.kernel_size = 3
   config.model.activation = 'relu'
-  config.model.conv_implementation = 'auto'  # on CPU: forward_convs in training (README)
+  config.model.conv_implementation = (
+    'auto'  # oneDNN on AVX-512/AMX CPUs, else forward_convs (README)
+  )
   config.optimizer.name = 'rmsprop'
   config.optimizer.learning_rate = 1e-4
   config.optimizer.schedule = 'inverse_time'  # Keras 2: RMSprop(lr=1e-4, decay=1e-6)

@@ -16,7 +16,9 @@ def get_config():
   config.model.name = 'resnet_v2'
   config.model.depth = 110  # 9n + 2: also 20 and 56
   config.model.l2 = 1e-4  # on every conv kernel
-  config.model.conv_implementation = 'auto'  # on CPU: forward_convs in training (README)
+  config.model.conv_implementation = (
+    'auto'  # oneDNN on AVX-512/AMX CPUs, else forward_convs (README)
+  )
   config.optimizer.name = 'adam'
   config.optimizer.learning_rate = 1e-3
   config.optimizer.schedule = 'piecewise'

@@ -12,7 +12,9 @@ def get_config():
   config.model.layers = 'conv32 conv64 maxpool dropout0.25 flatten dense128 dropout0.5'
   config.model.kernel_size = 3
   config.model.activation = 'relu'
-  config.model.conv_implementation = 'auto'  # on CPU: forward_convs in training (README)
+  config.model.conv_implementation = (
+    'auto'  # oneDNN on AVX-512/AMX CPUs, else forward_convs (README)
+  )
   # Keras 2's Adadelta defaults, as the example used them.
   config.optimizer.name = 'adadelta'
   config.optimizer.learning_rate = 1.0

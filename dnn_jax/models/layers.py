@@ -12,6 +12,7 @@ import numpy as np
 from flax import nnx
 
 from dnn_jax.errors import ConfigError
+from dnn_jax.kernels import onednn
 from dnn_jax.models import conv_kernels
 
 ACTIVATIONS = {
@@ -56,7 +57,7 @@ class Dense(nnx.Module):
     return ACTIVATIONS[self.activation](self.linear(x_BxD))
 
 
-CONV_IMPLEMENTATIONS = ('auto', 'forward_convs', 'patches', 'xla')
+CONV_IMPLEMENTATIONS = ('auto', 'forward_convs', 'onednn', 'patches', 'xla')
 
 
 class Conv2D(nnx.Module):
@@ -64,8 +65,10 @@ class Conv2D(nnx.Module):
 
   implementation: 'xla' (lax.conv and the gradients JAX derives), 'patches' (conv_as_matmul),
   'forward_convs' (conv_as_forward_convs for stride-1 kernels larger than 1x1, patches for the
-  rest) or 'auto': forward_convs when training on a CPU, where the gradients JAX derives are
-  slow, and XLA's convolution otherwise.
+  rest), 'onednn' (oneDNN's kernels via jax.ffi where dnn_jax.kernels.onednn.available(dtype),
+  else as 'auto') or 'auto': oneDNN where onednn.preferred(dtype) (AVX-512 or AMX CPUs, library
+  built), else forward_convs when training on a CPU, where the gradients JAX derives are slow,
+  and XLA's convolution otherwise.
   """
 
   def __init__(
@@ -90,14 +93,20 @@ class Conv2D(nnx.Module):
 
   def __call__(self, x_BxHxWxC, train: Train | None = None):
     implementation = self.implementation
+    if implementation == 'onednn' and not onednn.available(x_BxHxWxC.dtype):
+      implementation = 'auto'  # not built, not a CPU, or no fast kernel for the dtype here
+    elif implementation == 'auto' and onednn.preferred(x_BxHxWxC.dtype):
+      implementation = 'onednn'
     if implementation == 'auto':
       on_cpu = jax.default_backend() == 'cpu'
       implementation = 'forward_convs' if on_cpu and train is not None else 'xla'
     if implementation == 'xla':
       return ACTIVATIONS[self.activation](self.conv(x_BxHxWxC))
     kernel = self.conv.kernel[...]
+    if implementation == 'onednn':
+      y = onednn.conv(x_BxHxWxC, kernel, self.strides, self.padding)
     # 1x1 and strided kernels: patches (a 1x1's are a plain matmul; measured faster)
-    if implementation == 'forward_convs' and self.strides == 1 and kernel.shape[0] > 1:
+    elif implementation == 'forward_convs' and self.strides == 1 and kernel.shape[0] > 1:
       y = conv_kernels.conv_as_forward_convs(x_BxHxWxC, kernel, self.padding)
     else:
       y = conv_kernels.conv_as_matmul(x_BxHxWxC, kernel, self.strides, self.padding)

@@ -1,0 +1,1 @@
+"""Optional native kernels: oneDNN convolutions via jax.ffi; see kernels/build.py."""
