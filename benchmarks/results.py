@@ -18,6 +18,8 @@ from absl import app, flags
 from benchmarks import machine, records
 from dnn_jax import files
 
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string('records', str(records.DEFAULT_PATH), 'The records file (JSON lines).')
 flags.DEFINE_string('out', str(pathlib.Path(__file__).parent), 'Where RESULTS.md and the PNG go.')
@@ -247,8 +249,8 @@ def render(all_records: list, out: pathlib.Path, source: str) -> str:
     "it: Keras `model.fit` with Keras's default compile (keras-tensorflow: on a CPU-only machine "
     "TensorFlow's oneDNN kernels), with XLA (keras-tensorflow-xla), on JAX (keras-jax); PyTorch "
     'in a plain loop, eager and `torch.compile`. bfloat16 is each one\'s mixed precision '
-    '(Keras `mixed_bfloat16`, `torch.autocast`). The peers train without augmentation; '
-    "dnn_jax's cifar10_cnn step includes its shift/flip augmentation. Only ratios from one run "
+    '(Keras `mixed_bfloat16`, `torch.autocast`). The peers train without augmentation, and '
+    "beside them so does dnn_jax (each record's `augment` says). Only ratios from one run "
     'compare; absolute numbers move with the machine and its load.', '',
     '## Summary: dnn_jax against the fastest peer, newest run per machine and experiment', '',
   ]  # fmt: skip
@@ -293,7 +295,9 @@ def main(argv):
     sys.exit(2)
   out.mkdir(parents=True, exist_ok=True)
   all_records = records.read(source)
-  files.write_text(out / 'RESULTS.md', render(all_records, out, source))
+  shown = pathlib.Path(source).resolve()  # the page names the records inside the repository
+  shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
+  files.write_text(out / 'RESULTS.md', render(all_records, out, str(shown)))
   print(f'wrote {out / "RESULTS.md"} and {out / CHART}')
   if FLAGS.readme and update_readme(pathlib.Path(FLAGS.readme), summary_rows(
       newest_runs([r for r in all_records if r['kind'] == 'throughput']))):  # fmt: skip
