@@ -11,6 +11,20 @@ from dnn_jax import parallel, xla_options
 from dnn_jax.models import conv_kernels, layers
 
 
+@pytest.mark.parametrize('name', sorted(layers.INITIALIZERS))
+def test_compiled_initializers_draw_the_same_bits_as_flax_uncompiled(name):
+  flax_initializer = {
+    'glorot_uniform': nnx.initializers.glorot_uniform(),
+    'he_normal': nnx.initializers.he_normal(),
+  }[name]
+  key = jax.random.key(3)
+  for shape in [(3, 3, 4, 8), (20, 10)]:  # a convolution kernel, a dense one
+    # Called outside jit, flax's initializer runs as jax.random's own compiled pieces.
+    np.testing.assert_array_equal(
+      layers.INITIALIZERS[name](key, shape, jnp.float32), flax_initializer(key, shape, jnp.float32)
+    )
+
+
 def test_dropout_rate_scale_and_keys():
   dropout = layers.Dropout(0.25, salt=0)
   x = jnp.ones((64, 512))

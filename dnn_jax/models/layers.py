@@ -24,10 +24,15 @@ ACTIVATIONS = {
   'linear': lambda x: x,
 }
 
-# Keras's initializer names.
+# Keras's initializer names, each compiled once per (shape, dtype): run op by op, an initializer
+# compiles a dozen one-op programs for every new shape, most of a model's build time. The same
+# bits either way (tests/test_layers.py).
 INITIALIZERS = {
-  'glorot_uniform': nnx.initializers.glorot_uniform(),
-  'he_normal': nnx.initializers.he_normal(),  # truncated normal, scale 2 / fan_in, as Keras
+  name: jax.jit(initializer, static_argnums=(1, 2))
+  for name, initializer in {
+    'glorot_uniform': nnx.initializers.glorot_uniform(),
+    'he_normal': nnx.initializers.he_normal(),  # truncated normal, scale 2 / fan_in, as Keras
+  }.items()
 }
 zeros = nnx.initializers.zeros_init()
 
