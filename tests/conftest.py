@@ -2,18 +2,50 @@
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
 
 # Every test process sees 4 CPU devices; single-device runs ask for num_devices=1.
 os.environ.setdefault('JAX_NUM_CPU_DEVICES', '4')
 # Keras (for parity tests) on its JAX backend: no TensorFlow in the test process.
 os.environ.setdefault('KERAS_BACKEND', 'jax')
+# One XLA compilation cache for the session, its workers and every subprocess they start: the
+# many runs of the same tiny configs compile each program once. A size limit turns on JAX's
+# file lock around each read and write, which processes sharing the cache need. (dnn_jax's own
+# cache, config.compilation_cache_dir, is tested in test_main.py with a directory of its own.)
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  SESSION_CACHE = tempfile.mkdtemp(prefix='dnn_jax_tests_xla_cache_')
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = SESSION_CACHE
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+  os.environ['JAX_COMPILATION_CACHE_MAX_SIZE'] = str(8 << 30)
+else:
+  SESSION_CACHE = None  # made by the process that started this one, which removes it
 
 import numpy as np
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+# `make test-fast` leaves these out: the edit-test loop in a few minutes; `make test` runs all.
+MARKERS = {
+  'e2e': 'runs a command or a training run in a subprocess',
+  'multiprocess': 'runs several processes at once, or signals one',
+  'slow': 'in-process, among the slowest: trains a model or compiles many programs',
+}
+
+
+def pytest_configure(config):
+  for name, meaning in MARKERS.items():
+    config.addinivalue_line('markers', f'{name}: {meaning}')
+
+
+def pytest_unconfigure(config):
+  del config
+  if SESSION_CACHE:
+    shutil.rmtree(SESSION_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope='session')

@@ -21,6 +21,8 @@ from conftest import REPO, run_python
 
 from dnn_jax import checkpoint, evaluate, parallel
 
+pytestmark = pytest.mark.e2e
+
 RUN = [
   '-m', 'dnn_jax.main', '--config', 'experiments/mnist_mlp.py',
   '--config.data.train_split=train[:6400]',
@@ -32,11 +34,12 @@ STEPS = 150
 TIMING = ('seconds', 'train_seconds', 'eval_seconds')
 
 
-def start(workdir, *overrides):
+def start(workdir, *overrides, env=None):
   """Starts a training run in the background (a process group of its own)."""
   return subprocess.Popen(
     [sys.executable, *RUN, '--workdir', str(workdir), *overrides],
     cwd=REPO,
+    env={**os.environ, **(env or {})},
     stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,
     text=True,
@@ -107,6 +110,7 @@ def uninterrupted(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.multiprocess
 @pytest.mark.parametrize('seed', [0, 1])
 def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, uninterrupted, seed):
   rng = random.Random(seed)
@@ -122,6 +126,7 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, uni
   assert_same_run(tmp_path, uninterrupted)
 
 
+@pytest.mark.multiprocess
 def test_sigkill_during_a_save_keeps_the_previous_checkpoint(tmp_path, uninterrupted):
   for _ in range(5):  # a save takes milliseconds: retry until the kill lands inside one
     shutil.rmtree(tmp_path / 'checkpoints', ignore_errors=True)
@@ -139,6 +144,7 @@ def test_sigkill_during_a_save_keeps_the_previous_checkpoint(tmp_path, uninterru
   assert_same_run(tmp_path, uninterrupted)
 
 
+@pytest.mark.multiprocess
 def test_sigterm_saves_and_exits_cleanly_then_resumes(tmp_path, uninterrupted):
   proc = start(tmp_path)
   wait_for(proc, lambda: 20 in saved_steps(tmp_path))
@@ -154,8 +160,10 @@ def test_sigterm_saves_and_exits_cleanly_then_resumes(tmp_path, uninterrupted):
   assert_same_run(tmp_path, uninterrupted)
 
 
+@pytest.mark.multiprocess
 def test_sigint_twice_exits_at_once_even_while_compiling(tmp_path):
-  proc = start(tmp_path)
+  # Compiling for real: programs from the tests' shared cache could train past the signals.
+  proc = start(tmp_path, env={'JAX_ENABLE_COMPILATION_CACHE': 'false'})
   wait_for(proc, lambda: (tmp_path / 'checkpoints').is_dir())  # data loaded; compiling next
   proc.send_signal(signal.SIGINT)
   time.sleep(0.2)
@@ -167,6 +175,7 @@ def test_sigint_twice_exits_at_once_even_while_compiling(tmp_path):
   assert not saved_steps(tmp_path)
 
 
+@pytest.mark.multiprocess
 def test_resume_on_another_device_count_and_back(tmp_path, uninterrupted):
   for devices in (4, 1):  # 4 devices, then 1, then 4 to the end
     begun = (saved_steps(tmp_path) or [0])[-1]
