@@ -7,7 +7,7 @@ PREPARED := data/tfds/mnist/3.0.1/dataset_info.json
 KERNELS := dnn_jax/kernels/_build/libdnn_jax_onednn.so
 EXPERIMENT ?= mnist_mlp
 
-.PHONY: train test lint format data clean
+.PHONY: train test test-fast lint format data clean
 
 train: $(PREPARED) $(KERNELS)
 	$(PY) -m dnn_jax.main --config experiments/$(EXPERIMENT).py --workdir runs/$(EXPERIMENT)
@@ -15,7 +15,10 @@ train: $(PREPARED) $(KERNELS)
 test: $(PREPARED) $(KERNELS)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q -n 2 --durations=25 tests  # two workers: most tests use one core, CI has two; the slowest 25 listed to keep CI short
+	$(PY) -m pytest -q -n 2 --durations=25 --strict-markers tests  # two workers: most tests use one core, CI has two; the slowest 25 listed to keep CI short
+
+test-fast: $(PREPARED) $(KERNELS)
+	$(PY) -m pytest -q -n 2 --strict-markers -m 'not slow and not e2e and not multiprocess' tests  # no subprocess runs, nothing slow: the edit-test loop
 
 data: $(PREPARED)
 

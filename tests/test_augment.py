@@ -147,6 +147,7 @@ def test_hue_saturation_value_on_gray_shifts_the_value_only():
   np.testing.assert_allclose(shift, shift[0, 0, 0], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_albumentations_chain_runs_under_jit():
   image = natural_image((32, 32, 3))
   images = jnp.asarray(np.stack([image] * 8), jnp.float32)

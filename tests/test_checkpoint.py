@@ -44,6 +44,7 @@ def assert_bitwise_equal(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('make_state', [mlp_state, bn_state], ids=['mlp', 'batchnorm'])
 def test_round_trip_is_bitwise(tmp_path, make_state):
   state = shifted(make_state(), 0.25)

@@ -67,6 +67,7 @@ def test_corrupt_original_is_reported(tmp_path):
     prepare.check_originals('mnist', manual)
 
 
+@pytest.mark.slow
 def test_failed_preparation_leaves_nothing_behind(tmp_path, monkeypatch):
   import tensorflow_datasets as tfds
 

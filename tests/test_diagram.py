@@ -90,6 +90,7 @@ def test_cnn_convs_and_pools_appear_in_order(experiment, input_shape, expected):
   assert graph.nodes[-1].shape == '(None, 10)'
 
 
+@pytest.mark.slow
 def test_resnet_blocks_add_a_main_path_and_a_shortcut():
   model = resnet(20)  # 2 blocks a stage: every block in full
   graph = diagram.build_graph(model, CIFAR)
@@ -180,6 +181,7 @@ def test_resnet_png_is_tall_and_has_the_branch_column(tmp_path):
   assert 'preact_bottleneck_4/shortcut (Conv2D)' in text and 'preact_bottleneck_5/add (Add)' in text
 
 
+@pytest.mark.e2e
 def test_command_line_draws_a_config_without_training(tmp_path):
   out = tmp_path / 'cnn'
   result = run_python(

@@ -16,6 +16,8 @@ from PIL import Image
 from dnn_jax import checkpoint, files, steps, tensorboard
 from dnn_jax.errors import DiskFullError
 
+pytestmark = pytest.mark.e2e
+
 # A 784-80-10 MLP: 63,610 params, ~0.75 MiB per checkpoint with Adam's two moments, so a
 # 2 MiB disk holds two checkpoints and refuses the third; 47 steps per epoch.
 SMALL_RUN = (

@@ -29,6 +29,7 @@ EXPERIMENTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('experiment', EXPERIMENTS, ids=lambda e: e.__name__.split('.')[-1])
 def test_two_steps_on_real_data(experiment, tmp_path, capsys):
   config = experiment.get_config()

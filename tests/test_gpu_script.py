@@ -4,7 +4,10 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO, run_python
+
+pytestmark = pytest.mark.e2e
 
 NO_TFDS_LOAD = (
   'import sys\n'

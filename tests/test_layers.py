@@ -11,6 +11,7 @@ from dnn_jax import parallel, xla_options
 from dnn_jax.models import conv_kernels, layers
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(layers.INITIALIZERS))
 def test_compiled_initializers_draw_the_same_bits_as_flax_uncompiled(name):
   flax_initializer = {
@@ -72,6 +73,7 @@ CONVS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('implementation', list(CONVS))
 @pytest.mark.parametrize('kernel_size, strides, padding, shape', CONV_CASES)
 def test_conv_implementations_equal_xla_conv_and_its_gradient(
@@ -117,6 +119,7 @@ def test_conv_implementations_in_bfloat16_keep_dtypes_and_stay_close(implementat
   np.testing.assert_allclose(dx16, dx32, rtol=0.03, atol=0.03 * float(jnp.abs(dx32).max()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('shape', [(3, 8, 8, 4), (2, 7, 9, 3), (2, 13, 13, 5)])
 @pytest.mark.parametrize('ties', [False, True])
 @pytest.mark.parametrize('size', [2, 3])
@@ -136,6 +139,7 @@ def test_max_pool_equals_reduce_window_and_its_gradient_bitwise(shape, ties, siz
 @pytest.mark.parametrize(
   'shape, size', [((3, 8, 8, 4), 2), ((2, 7, 9, 3), 2), ((3, 8, 8, 4), 8), ((128, 8, 8, 64), 8)]
 )
+@pytest.mark.slow
 @pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
 def test_avg_pool_equals_reduce_window_and_its_gradient(shape, dtype, size):
   # (128, 8, 8, 64) with size 8 is ResNet-20's global pool; 7x9 drops a remainder.
@@ -151,6 +155,7 @@ def test_avg_pool_equals_reduce_window_and_its_gradient(shape, dtype, size):
   np.testing.assert_allclose(np.float32(vjp_ours(g)[0]), np.float32(vjp_xla(g)[0]), **tol)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('shape', [(6, 5), (4, 3, 7, 5), (3, 2, 4, 6, 5)])
 def test_channel_sums_equal_a_weighted_sum_over_all_but_the_last_axis(shape):
   x = jax.random.normal(jax.random.key(0), shape)

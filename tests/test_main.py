@@ -9,6 +9,8 @@ from conftest import run_python
 
 from dnn_jax.data import catalog, locate, read
 
+pytestmark = pytest.mark.e2e
+
 # Runs main in-process, then prints which TensorFlow modules training imported.
 RUN_MAIN_THEN_LIST_TF = (
   'import runpy, sys\n'

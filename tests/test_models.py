@@ -90,6 +90,7 @@ def copy_weights_to_keras(ours, theirs):
     (cifar10_cnn, (32, 32, 3)),
   ],
 )
+@pytest.mark.slow
 def test_same_logits_as_keras_with_the_same_weights(experiment, input_shape):
   pytest.importorskip('keras')
   from benchmarks import keras_models
@@ -107,6 +108,7 @@ def test_same_logits_as_keras_with_the_same_weights(experiment, input_shape):
   np.testing.assert_allclose(ours(jnp.asarray(x)), expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('depth', [20, 110])
 def test_resnet_v2_param_counts_equal_keras(depth):
   pytest.importorskip('keras')

@@ -11,6 +11,8 @@ import pytest
 from conftest import REPO
 from test_resume import final_params
 
+pytestmark = [pytest.mark.e2e, pytest.mark.multiprocess]
+
 RUN = [
   '-m', 'dnn_jax.main', '--config', 'experiments/mnist_mlp.py',
   '--config.data.train_split=train[:1280]',

@@ -80,6 +80,7 @@ def inputs(hwc, k, filters, dtype, seed=0):
   return x, jnp.asarray(kernel, jnp.float32).astype(dtype)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('dtype, rtol', [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
 @pytest.mark.parametrize('name', list(CONVS))
 def test_conv_and_its_gradients_equal_lax_conv(name, dtype, rtol):

@@ -50,6 +50,7 @@ def train_mnist_steps(mnist, num_devices, num_steps=6, mode='sharded'):
   )
 
 
+@pytest.mark.slow
 def test_one_and_four_devices_reach_the_same_params(mnist):
   params_1, sums_1 = train_mnist_steps(mnist, 1)
   params_4, sums_4 = train_mnist_steps(mnist, 4)

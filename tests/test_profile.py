@@ -2,7 +2,10 @@
 
 import re
 
+import pytest
 from conftest import run_python
+
+pytestmark = pytest.mark.e2e
 
 
 def test_profile_ranks_the_mlps_matmuls_with_their_hlo():

@@ -58,6 +58,7 @@ def _near(pixels_HxWx3, hex_colour: str, tolerance: int = 40) -> int:
   return int((np.abs(pixels_HxWx3.astype(int) - rgb).max(-1) < tolerance).sum())
 
 
+@pytest.mark.e2e
 def test_a_finished_run_draws_every_picture_and_an_index_linking_them(mlp_run):
   workdir, stdout = mlp_run
   report = workdir / 'report'
@@ -79,6 +80,7 @@ def test_a_finished_run_draws_every_picture_and_an_index_linking_them(mlp_run):
   assert {(f'report/{name}', 469) for name in (*PICTURES, 'diagram')} <= logged
 
 
+@pytest.mark.e2e
 def test_the_confusion_matrix_counts_the_test_set_at_the_runs_accuracy(mlp_run):
   workdir, _ = mlp_run
   lines = (workdir / 'report' / 'confusion.txt').read_text().splitlines()
@@ -90,6 +92,7 @@ def test_the_confusion_matrix_counts_the_test_set_at_the_runs_accuracy(mlp_run):
   assert counts.sum(1).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
+@pytest.mark.e2e
 def test_prediction_titles_are_green_when_right_and_red_when_wrong(mlp_run):
   titles, colours = grids.prediction_titles([1, 2, 3], [1, 0, 3], ['a', 'b', 'c', 'd'])
   assert titles == ['b b', 'c a', 'd d']
@@ -100,6 +103,7 @@ def test_prediction_titles_are_green_when_right_and_red_when_wrong(mlp_run):
   assert _near(_decoded(report / 'predictions.png'), grids.RIGHT) > 100
 
 
+@pytest.mark.e2e
 def test_the_cli_reports_the_best_checkpoint_and_prints_the_confusion_matrix(mlp_run):
   workdir, _ = mlp_run
   result = run_python('-m', 'dnn_jax.report', '--workdir', str(workdir))
@@ -110,6 +114,7 @@ def test_the_cli_reports_the_best_checkpoint_and_prints_the_confusion_matrix(mlp
   assert 'step 469, epoch 1.00 (best)' in (workdir / 'report' / 'index.html').read_text()
 
 
+@pytest.mark.e2e
 def test_mlp_filters_are_the_trained_first_dense_kernels_columns(mlp_run):
   kernel_DxU = np.arange(12).reshape(6, 2)
   images = filters.dense_filters(kernel_DxU, (3, 2, 1))
@@ -157,6 +162,7 @@ def test_top_patches_of_a_bright_pixel_detector(padding):
   np.testing.assert_array_equal(top.image_FxK[1], np.arange(9))  # ties: earlier images first
 
 
+@pytest.mark.e2e
 def test_a_cnn_report_adds_its_kernels_and_their_top_9_patches(cnn_run):
   report = cnn_run / 'report'
   for name in (*PICTURES, 'top9_patches'):
@@ -205,6 +211,7 @@ def test_choosing_the_checkpoint():
     run_lib.choose_step(_Saved([50, 100], None), '70')
 
 
+@pytest.mark.e2e
 def test_a_workdir_without_a_run_is_one_line_naming_the_fix(tmp_path):
   result = run_python('-m', 'dnn_jax.report', '--workdir', str(tmp_path))
   assert result.returncode == 2

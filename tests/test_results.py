@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from conftest import run_python
 
 from benchmarks import results
@@ -93,6 +94,7 @@ def test_the_command_writes_the_page_and_a_missing_file_is_one_line(tmp_path):
   assert missing.stderr.strip().splitlines()[-1].startswith('error: no records file ')
 
 
+@pytest.mark.e2e
 def test_fit_check_times_a_plain_keras_fit_and_records_it(tmp_path):
   record = tmp_path / 'records.jsonl'
   done = run_python(

@@ -2,7 +2,10 @@
 
 import json
 
+import pytest
 from conftest import run_python
+
+pytestmark = pytest.mark.e2e
 
 
 def test_scaling_reports_strong_and_weak_records_with_efficiency():

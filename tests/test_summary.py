@@ -1,5 +1,6 @@
 """dnn_jax.summary: the Keras-style table, alone and from the command line."""
 
+import pytest
 from conftest import run_python
 
 from dnn_jax import models, summary
@@ -23,6 +24,7 @@ def test_rows_are_keras_names_shapes_and_counts():
   assert summary.rows(model, (28, 28, 1)) == KERAS_MLP_ROWS
 
 
+@pytest.mark.e2e
 def test_command_line_prints_totals():
   result = run_python('-m', 'dnn_jax.summary', '--config', 'experiments/mnist_mlp.py')
   assert result.returncode == 0, result.stderr
@@ -34,6 +36,7 @@ def test_command_line_prints_totals():
   assert 'Non-trainable params: 0' in lines
 
 
+@pytest.mark.e2e
 def test_command_line_takes_overrides():
   result = run_python(
     '-m',

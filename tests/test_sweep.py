@@ -75,6 +75,7 @@ def trial_configs():
   return [space.trial_config(config, t) for t in trials]
 
 
+@pytest.mark.slow
 def test_vmapped_trials_equal_the_same_trials_run_alone():
   configs = trial_configs()
   alone = [vmapped.run_alone(c) for c in configs]
@@ -106,6 +107,7 @@ def test_a_group_refuses_trials_of_another_shape():
     vmapped.build_group(exp, [configs[0], other])
 
 
+@pytest.mark.slow
 def test_sweep_writes_tables_and_plots_then_continues(tmp_path, capsys):
   table = run.run_sweep(tiny_sweep(num_trials=3), tmp_path)
   out = capsys.readouterr().out
@@ -158,6 +160,7 @@ def test_interrupted_trials_run_again_with_their_params(tmp_path, capsys):
   assert {k: table[0][k] for k in asked.params} == asked.params
 
 
+@pytest.mark.slow
 def test_grid_trials_of_one_shape_train_as_one_program(tmp_path):
   config = mnist_mlp_dropout_lr_grid.get_config()
   config.model.hidden_sizes = (32,)
@@ -208,6 +211,7 @@ def test_bad_search_space_values_raise_one_line(change, message):
   assert message in str(error.value) and '\n' not in str(error.value)
 
 
+@pytest.mark.e2e
 def test_a_bad_step_on_the_command_line_is_one_line(tmp_path):
   result = run_python(
     '-m', 'dnn_jax.sweep',

@@ -90,6 +90,7 @@ def resumed(tmp_path_factory):
   return workdir, first, train(workdir, 2)
 
 
+@pytest.mark.e2e
 def test_epoch_scalars_equal_the_metrics_history(resumed):
   workdir, first, metrics = resumed
   acc = accumulator(workdir)
@@ -109,6 +110,7 @@ def test_epoch_scalars_equal_the_metrics_history(resumed):
     assert [p.value for p in points] == pytest.approx([first['test'][key], metrics['test'][key]])
 
 
+@pytest.mark.e2e
 def test_resumed_run_writes_each_point_once(resumed):
   workdir, first, metrics = resumed
   assert len(list((workdir / 'tensorboard').glob('events.out.tfevents.*'))) == 2  # 2 sessions
@@ -119,6 +121,7 @@ def test_resumed_run_writes_each_point_once(resumed):
   assert ('loss/test', STEPS_PER_EPOCH) in scalars  # the first session's test result stays
 
 
+@pytest.mark.e2e
 def test_hparams_hold_the_config_and_the_test_metrics(resumed):
   workdir, _, _ = resumed
   content = accumulator(workdir).PluginTagToContent('hparams')
@@ -139,6 +142,7 @@ def test_hparams_hold_the_config_and_the_test_metrics(resumed):
   assert end.status == api_pb2.STATUS_SUCCESS
 
 
+@pytest.mark.e2e
 def test_points_past_the_checkpoint_are_hidden_and_rewritten(resumed, tmp_path):
   source, _, old = resumed
   workdir = tmp_path / 'run'

@@ -3,10 +3,13 @@
 import importlib.util
 import json
 
+import pytest
 from conftest import run_python
 
 from benchmarks import records, steady, throughput
 from experiments import cifar10_resnet110_aug
+
+pytestmark = pytest.mark.e2e
 
 # Each side times a couple of steps only: these tests check the plumbing, not the speed.
 TINY_BUDGET = ('--warmup_steps=1', '--min_steps=3', '--min_seconds=0', '--max_seconds=5',

@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
 from conftest import run_python
 
 from benchmarks import records
+
+pytestmark = pytest.mark.e2e
 
 PHASES = ('startup', 'data', 'compile', 'train', 'evaluate')
 

@@ -123,6 +123,7 @@ def tiny_config(tmp_path_factory):
   return path
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
 def test_peer_times_steps_and_prints_one_json_line(tiny_config, dtype):
   result = run_python(

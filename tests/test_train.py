@@ -25,6 +25,7 @@ def small_config(base_config, **overrides):
   return config
 
 
+@pytest.mark.slow
 def test_one_epoch_on_real_mnist_beats_95_percent(base_config, tmp_path, capsys):
   config = base_config()
   config.num_epochs = 1
@@ -53,6 +54,7 @@ def without_times(result):
   return [{k: v for k, v in h.items() if 'seconds' not in k} for h in result['history']]
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_and_other_seed_differs(base_config, tmp_path):
   first = train.train_and_evaluate(small_config(base_config), tmp_path / 'a')
   again = train.train_and_evaluate(small_config(base_config), tmp_path / 'b')
@@ -62,6 +64,7 @@ def test_same_seed_same_metrics_and_other_seed_differs(base_config, tmp_path):
   assert without_times(first) != without_times(other)
 
 
+@pytest.mark.slow
 def test_chunked_epochs_equal_whole_epochs(base_config, tmp_path):
   whole = train.train_and_evaluate(small_config(base_config), tmp_path / 'a')
   chunked = train.train_and_evaluate(small_config(base_config, steps_per_call=7), tmp_path / 'b')
@@ -69,6 +72,7 @@ def test_chunked_epochs_equal_whole_epochs(base_config, tmp_path):
     assert a == pytest.approx(b, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_four_devices_match_one(base_config, tmp_path):
   one = train.train_and_evaluate(small_config(base_config, num_epochs=1), tmp_path / 'a')
   four = train.train_and_evaluate(
@@ -151,6 +155,7 @@ def test_a_resumed_epoch_starts_mid_call_and_keeps_the_call_boundaries(base_conf
   assert exp.chunks_from(20) == [(20, 24)]
 
 
+@pytest.mark.slow
 def test_pmap_mode_trains_exactly_as_sharded(base_config, tmp_path):
   sharded = train.train_and_evaluate(small_config(base_config, num_devices=4), tmp_path / 'a')
   pmapped = train.train_and_evaluate(
@@ -160,6 +165,7 @@ def test_pmap_mode_trains_exactly_as_sharded(base_config, tmp_path):
   assert pmapped['test'] == sharded['test']
 
 
+@pytest.mark.slow
 def test_bfloat16_resnet_trains_with_float32_batchnorm_statistics(base_config, tmp_path):
   config = small_config(base_config, num_epochs=1, dtype='bfloat16', batch_size=64)
   config.model = ml_collections.ConfigDict({'name': 'resnet_v2', 'depth': 11})

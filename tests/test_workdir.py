@@ -14,6 +14,8 @@ from conftest import REPO, run_python
 from dnn_jax import workdir
 from dnn_jax.errors import UserError
 
+pytestmark = pytest.mark.e2e
+
 # A run that trains until it is killed: 2,048 images, many epochs.
 LONG_RUN = (
   '-m', 'dnn_jax.main', '--config', 'experiments/mnist_mlp.py', '--config.num_devices=1',
@@ -36,6 +38,7 @@ def _start(path):
   pytest.fail(f'the first run never trained: {process.stderr.read()}')
 
 
+@pytest.mark.multiprocess
 def test_a_second_run_on_a_busy_workdir_is_refused_and_a_killed_run_frees_it(tmp_path):
   path = tmp_path / 'run'
   first = _start(path)
