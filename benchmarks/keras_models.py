@@ -93,7 +93,9 @@ def from_config(model_config, input_shape, num_classes):
     return mlp(model_config.hidden_sizes, input_shape, num_classes, model_config.dropout)
   if model_config.name == 'cnn':
     return cnn_from_tokens(model_config.layers, input_shape, num_classes)
-  return resnet_v2(model_config.depth, input_shape, num_classes)
+  if model_config.name == 'resnet_v2':
+    return resnet_v2(model_config.depth, input_shape, num_classes)
+  raise ValueError(f'no Keras twin of model {model_config.name!r}; twins.check says so first')
 
 
 def keras_optimizer(keras, opt):
@@ -104,7 +106,9 @@ def keras_optimizer(keras, opt):
     return keras.optimizers.RMSprop(opt.learning_rate, opt.rho, opt.momentum, opt.epsilon)
   if opt.name == 'adadelta':
     return keras.optimizers.Adadelta(opt.learning_rate, opt.rho, opt.epsilon)
-  return keras.optimizers.SGD(opt.learning_rate, opt.momentum, opt.nesterov)
+  if opt.name == 'sgd':
+    return keras.optimizers.SGD(opt.learning_rate, opt.momentum, opt.nesterov)
+  raise ValueError(f'no Keras twin of optimizer {opt.name!r}; twins.check says so first')
 
 
 def compile_model(config, model, jit_compile: str = 'auto'):

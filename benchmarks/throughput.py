@@ -38,7 +38,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from benchmarks import machine, records, steady
+from benchmarks import machine, records, steady, twins
 from benchmarks.timing import median_seconds, train_step_seconds
 from dnn_jax import cli, experiment
 from dnn_jax.errors import ConfigError
@@ -204,6 +204,8 @@ def main(argv):
   config_file = config_flags.get_config_filename(FLAGS['config'])
   budget = steady.budget_from_flags()
   peers = cli.run_reporting_errors(peer_names, FLAGS.peers) if FLAGS.peers else []
+  if peers:
+    cli.run_reporting_errors(twins.check, FLAGS.config)
   where = machine.describe()
   run_id = (
     datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%S') + f'-{os.getpid()}'

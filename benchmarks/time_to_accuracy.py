@@ -23,7 +23,7 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
-from benchmarks import records
+from benchmarks import records, twins
 from dnn_jax import cli, configs
 from dnn_jax.errors import UserError
 
@@ -56,6 +56,7 @@ def run_config(config, dtype: str, target: float, max_epochs: int):
 
 def check_peer_recipe(config) -> None:
   """The Keras twin has no augmentation or learning-rate schedule: refuse what it cannot match."""
+  twins.check(config)
   if config.optimizer.schedule != 'constant' or config.augment or config.eval_augment:
     raise UserError(
       'the Keras peer trains with a constant learning rate and no augmentation; this config '

@@ -193,7 +193,9 @@ def from_config(model_config, input_shape, num_classes, memory_format=DEFAULT_ME
     return cnn_from_tokens(
       model_config.layers, input_shape, num_classes, kernel_size, memory_format
     )
-  return resnet_v2(model_config.depth, input_shape, num_classes, memory_format)
+  if model_config.name == 'resnet_v2':
+    return resnet_v2(model_config.depth, input_shape, num_classes, memory_format)
+  raise ValueError(f'no torch twin of model {model_config.name!r}; twins.check says so first')
 
 
 # A bottleneck's weighted layers in the order of its forward pass, on both sides.

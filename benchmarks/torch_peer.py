@@ -49,9 +49,11 @@ def torch_optimizer(torch, params, opt):
     )
   if opt.name == 'adadelta':
     return torch.optim.Adadelta(params, opt.learning_rate, rho=opt.rho, eps=opt.epsilon)
-  # torch refuses nesterov without momentum; Keras ignores it there.
-  nesterov = bool(opt.nesterov and opt.momentum)
-  return torch.optim.SGD(params, opt.learning_rate, momentum=opt.momentum, nesterov=nesterov)
+  if opt.name == 'sgd':
+    # torch refuses nesterov without momentum; Keras ignores it there.
+    nesterov = bool(opt.nesterov and opt.momentum)
+    return torch.optim.SGD(params, opt.learning_rate, momentum=opt.momentum, nesterov=nesterov)
+  raise ValueError(f'no torch twin of optimizer {opt.name!r}; twins.check says so first')
 
 
 def measure(
