@@ -166,3 +166,16 @@ def test_models_with_any_conv_implementation_agree():
     logits[implementation] = model(x)
   np.testing.assert_allclose(logits['patches'], logits['xla'], rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(logits['forward_convs'], logits['xla'], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('experiment', [mnist_mlp, mnist_cnn, mnist_cnn_deep])
+def test_dropout_salts_are_numbered_in_the_order_the_layers_are_made(experiment):
+  model = nnx.eval_shape(
+    lambda: models.create(
+      experiment.get_config().model, input_shape=(28, 28, 1), num_classes=10, seed=0
+    )
+  )
+  salts = [layer.salt for layer in model.layers if isinstance(layer, layers.Dropout)]
+  assert len(salts) >= 2 and salts == list(range(len(salts)))
+  with pytest.raises(ValueError, match='outside models.create needs salt='):
+    layers.Dropout(0.5)

@@ -5,6 +5,7 @@ import inspect
 from flax import nnx
 
 from dnn_jax.errors import ConfigError
+from dnn_jax.models import layers
 from dnn_jax.models.cnn import CNN
 from dnn_jax.models.mlp import MLP
 from dnn_jax.models.resnet import ResNetV2
@@ -33,6 +34,7 @@ def create(model_config, *, input_shape, num_classes: int, seed: int) -> nnx.Mod
       f'config.model.{unknown[0]} is not an argument of {name!r}; '
       f'it takes {", ".join(sorted(accepted - {"rngs"}))}'
     )
-  return MODELS[name](
-    input_shape=tuple(input_shape), num_classes=num_classes, rngs=nnx.Rngs(params=seed), **kwargs
-  )
+  with layers.numbered_dropouts():  # each Dropout's mask its own, with no salt passed by hand
+    return MODELS[name](
+      input_shape=tuple(input_shape), num_classes=num_classes, rngs=nnx.Rngs(params=seed), **kwargs
+    )

@@ -38,7 +38,7 @@ class CNN(L.Sequential):
     activation: str = 'relu', conv_implementation: str = 'auto', rngs: nnx.Rngs,
   ):  # fmt: skip
     shape = tuple(input_shape)  # (H, W, C) as it flows through the stack
-    stack, dropouts = [], 0
+    stack = []
     for match in parse(layers):
       token = match.group(1)
       if match.group(2):
@@ -54,8 +54,7 @@ class CNN(L.Sequential):
         stack.append(L.MaxPooling2D(2))
         shape = (shape[0] // 2, shape[1] // 2, shape[2])
       elif match.group(4):
-        stack.append(L.Dropout(float(match.group(4)), salt=dropouts))
-        dropouts += 1
+        stack.append(L.Dropout(float(match.group(4))))
       elif token == 'flatten':
         stack.append(L.Flatten())
         shape = (shape[0] * shape[1] * shape[2],)

@@ -4,7 +4,9 @@ Every layer is called as `layer(x, train)`: `train` is a `Train` context in trai
 None in evaluation, so one graph serves both and no module attribute flips between modes.
 """
 
+import contextlib
 import dataclasses
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -245,6 +247,19 @@ class KeepProbability(nnx.Variable):
   """A Dropout layer's 1 - rate held in the model state: an input of the compiled program."""
 
 
+_dropout_counters = []  # one per model being built by numbered_dropouts(), innermost last
+
+
+@contextlib.contextmanager
+def numbered_dropouts():
+  """Dropout layers made inside take the salts 0, 1, 2, ... in the order they are made."""
+  _dropout_counters.append(itertools.count())
+  try:
+    yield
+  finally:
+    _dropout_counters.pop()
+
+
 class Dropout(nnx.Module):
   """Inverted dropout with one key per example, so masks do not depend on device count.
 
@@ -253,7 +268,13 @@ class Dropout(nnx.Module):
   different rates in one program (dnn_jax.sweep), with the masks the float gives.
   """
 
-  def __init__(self, rate: float, salt: int):
+  def __init__(self, rate: float, salt: int | None = None):
+    if salt is None:
+      if not _dropout_counters:
+        raise ValueError(
+          'Dropout(rate) made outside models.create needs salt=k, unique in its model'
+        )
+      salt = next(_dropout_counters[-1])
     self.rate = rate
     self.salt = salt  # tells this layer's mask apart from the other dropout layers'
     self.keep = nnx.data(None)  # a KeepProbability once the rate is held in the state

@@ -22,10 +22,10 @@ class MLP(layers.Sequential):
   ):
     stack = [layers.Flatten()]
     features = math.prod(input_shape)
-    for i, hidden in enumerate(hidden_sizes):
+    for hidden in hidden_sizes:
       stack.append(layers.Dense(features, hidden, activation, rngs=rngs))
       if dropout > 0:
-        stack.append(layers.Dropout(dropout, salt=i))
+        stack.append(layers.Dropout(dropout))
       features = hidden
     # Logits: softmax lives in the loss, as in optax (Keras folds it into the last layer).
     stack.append(layers.Dense(features, num_classes, 'linear', rngs=rngs))
