@@ -126,7 +126,7 @@ class PreactBottleneck(nn.Module):
   def __init__(self, in_features, bottleneck, out_features, *, strides, preactivate, project):
     super().__init__()
     conv = dict(padding='same', kernel_init='he_normal')
-    # Registered in BLOCK_ORDER: load_from_dnn_jax pairs layers in module order.
+    # In the order of dnn_jax's main_path, then its shortcut: load_from_dnn_jax pairs them so.
     self.bn1 = batch_norm(in_features) if preactivate else None
     self.conv1 = conv2d(in_features, bottleneck, 1, strides, **conv)
     self.bn2 = batch_norm(bottleneck)
@@ -198,25 +198,20 @@ def from_config(model_config, input_shape, num_classes, memory_format=DEFAULT_ME
   raise ValueError(f'no torch twin of model {model_config.name!r}; twins.check says so first')
 
 
-# A bottleneck's weighted layers in the order of its forward pass, on both sides.
-BLOCK_ORDER = ('bn1', 'conv1', 'bn2', 'conv2', 'bn3', 'conv3', 'shortcut')
-
-
 def _dnn_jax_leaves(module):
   """dnn_jax's Dense, Conv2D and BatchNormalization layers in the order of the forward pass."""
   from dnn_jax.models import layers as L
-  from dnn_jax.models import resnet
 
   if isinstance(module, (L.Dense, L.Conv2D, L.BatchNormalization)):
     yield module
   elif isinstance(module, L.Sequential):
     for layer in module.layers:
       yield from _dnn_jax_leaves(layer)
-  elif isinstance(module, resnet.PreactBottleneck):
-    # By name: an NNX module's attribute order is not kept (nnx.merge sorts it).
-    for name in BLOCK_ORDER:
-      if getattr(module, name) is not None:
-        yield getattr(module, name)
+  elif isinstance(module, L.Residual):
+    # By the block's own lists: an NNX module's attribute order is not kept (nnx.merge sorts).
+    main, shortcut = module.branches()
+    for _, layer in main + shortcut:
+      yield from _dnn_jax_leaves(layer)
 
 
 @torch.no_grad()

@@ -326,6 +326,35 @@ class Flatten(nnx.Module):
     return x_Bx.reshape(x_Bx.shape[0], -1)
 
 
+class Residual(nnx.Module):
+  """A block computing shortcut(x) + main(x), each a run of the block's layers in order.
+
+  A subclass names the attributes of each run in `main_path` and `shortcut_path` (an empty or
+  all-None shortcut is the identity). Its __call__, the summary, the diagram and the twins in
+  benchmarks/ all walk `branches()`, so what is drawn and copied is what runs.
+  """
+
+  main_path: tuple[str, ...] = ()
+  shortcut_path: tuple[str, ...] = ()
+
+  def branches(self) -> tuple[list, list]:
+    """([(name, layer)] of the main path, the same of the shortcut); None attributes left out."""
+
+    def run(names):
+      return [(name, getattr(self, name)) for name in names if getattr(self, name) is not None]
+
+    return run(self.main_path), run(self.shortcut_path)
+
+  def __call__(self, x, train: Train | None = None):
+    main, shortcut = self.branches()
+    y, s = x, x
+    for _, layer in main:
+      y = layer(y, train)
+    for _, layer in shortcut:
+      s = layer(s, train)
+    return s + y
+
+
 class Sequential(nnx.Module):
   """Layers applied in order; `layers` is what the Keras-style summary walks."""
 

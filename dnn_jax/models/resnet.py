@@ -10,8 +10,11 @@ from dnn_jax.errors import ConfigError
 from dnn_jax.models import layers as L
 
 
-class PreactBottleneck(nnx.Module):
+class PreactBottleneck(L.Residual):
   """BN-ReLU-conv1x1(stride) -> BN-ReLU-conv3x3 -> BN-ReLU-conv1x1, plus the shortcut."""
+
+  main_path = ('bn1', 'relu1', 'conv1', 'bn2', 'relu2', 'conv2', 'bn3', 'relu3', 'conv3')
+  shortcut_path = ('shortcut',)  # a projection in a stage's first block, else the identity
 
   def __init__(
     self, in_features: int, bottleneck: int, out_features: int, *, strides: int,
@@ -19,22 +22,17 @@ class PreactBottleneck(nnx.Module):
   ):  # fmt: skip
     # The first block of the first stage follows the stem's BN-ReLU: no second one.
     self.bn1 = L.BatchNormalization(in_features) if preactivate else None
+    self.relu1 = L.Activation('relu') if preactivate else None
     self.conv1 = L.Conv2D(in_features, bottleneck, 1, strides=strides, **conv)
     self.bn2 = L.BatchNormalization(bottleneck)
+    self.relu2 = L.Activation('relu')
     self.conv2 = L.Conv2D(bottleneck, bottleneck, 3, **conv)
     self.bn3 = L.BatchNormalization(bottleneck)
+    self.relu3 = L.Activation('relu')
     self.conv3 = L.Conv2D(bottleneck, out_features, 1, **conv)
     self.shortcut = (
       L.Conv2D(in_features, out_features, 1, strides=strides, **conv) if project else None
     )
-
-  def __call__(self, x, train: L.Train | None = None):
-    relu = L.ACTIVATIONS['relu']
-    y = relu(self.bn1(x, train)) if self.bn1 is not None else x
-    y = self.conv1(y, train)
-    y = self.conv2(relu(self.bn2(y, train)), train)
-    y = self.conv3(relu(self.bn3(y, train)), train)
-    return (self.shortcut(x, train) if self.shortcut is not None else x) + y
 
 
 class ResNetV2(L.Sequential):

@@ -16,7 +16,6 @@ from flax import nnx
 from dnn_jax import files, summary
 from dnn_jax.errors import UserError
 from dnn_jax.models import layers as L
-from dnn_jax.models.resnet import PreactBottleneck
 
 # A stage of more blocks than this shows its first MAX_BLOCKS - 1 and its last in full, the
 # ones between as one box: ResNet-110's 12 blocks a stage would be a 20,000-pixel column.
@@ -59,23 +58,19 @@ def _through(layer, spec):
   return jax.eval_shape(lambda x: layer(x), spec)
 
 
-def _add_bottleneck(graph: Graph, block: PreactBottleneck, name: str, source: int, spec):
-  """Expands a PreactBottleneck as its __call__ runs it; returns (Add node, its output spec)."""
-  relu = L.Activation('relu')
-  path = [('bn1', block.bn1), ('relu1', relu)] if block.bn1 is not None else []
-  path += [('conv1', block.conv1), ('bn2', block.bn2), ('relu2', relu), ('conv2', block.conv2)]
-  path += [('bn3', block.bn3), ('relu3', relu), ('conv3', block.conv3)]
+def _add_residual(graph: Graph, block: L.Residual, name: str, source: int, spec):
+  """Expands a residual block as its __call__ runs it; returns (Add node, its output spec)."""
+  main, shortcut = block.branches()
   last, y = source, spec
-  for attr, layer in path:
+  for attr, layer in main:
     y = _through(layer, y)
     node = Node(f'{name}/{attr}', type(layer).__name__, _shape(y), summary.count(layer, ...))
     last = graph.add(node, last)
-  branch = source  # identity
-  if block.shortcut is not None:
-    s = _through(block.shortcut, spec)
-    params = summary.count(block.shortcut, ...)
-    node = Node(f'{name}/shortcut', type(block.shortcut).__name__, _shape(s), params, lane=1)
-    branch = graph.add(node, source, role='shortcut')
+  branch, s = source, spec  # the identity, unless the shortcut has layers
+  for attr, layer in shortcut:
+    s = _through(layer, s)
+    node = Node(f'{name}/{attr}', type(layer).__name__, _shape(s), summary.count(layer, ...), 1)
+    branch = graph.add(node, branch, role='shortcut')
   add = graph.add(Node(f'{name}/add', 'Add', _shape(y), 0), last)
   graph.edges.append((branch, add, 'shortcut'))
   return add, y
@@ -85,10 +80,10 @@ def _collapsed_runs(layers, max_blocks: int) -> dict[int, int]:
   """{first index: end index} of the runs of blocks drawn as one box each."""
   runs, stages, current = {}, [], None
   for i, layer in enumerate(layers):
-    if not isinstance(layer, PreactBottleneck):
+    if not isinstance(layer, L.Residual):
       current = None
       continue
-    if current is None or layer.shortcut is not None:  # a projection starts a stage
+    if current is None or layer.branches()[1]:  # a projection starts a stage
       current = []
       stages.append(current)
     current.append(i)
@@ -121,8 +116,8 @@ def build_graph(model: nnx.Module, input_shape, max_blocks: int = MAX_BLOCKS) ->
       last, i = graph.add(node, last), end
       continue
     name, kind, shape, params = rows[i]
-    if isinstance(layers[i], PreactBottleneck):
-      last, spec = _add_bottleneck(graph, layers[i], name, last, spec)
+    if isinstance(layers[i], L.Residual):
+      last, spec = _add_residual(graph, layers[i], name, last, spec)
     else:
       spec = _through(layers[i], spec)
       last = graph.add(Node(name, kind, shape, params), last)
