@@ -155,6 +155,7 @@ def test_unknown_model_argument_is_named():
     build(config)
 
 
+@pytest.mark.slow
 def test_models_with_any_conv_implementation_agree():
   config = cifar10_resnet110_aug.get_config()
   config.model.depth = 20

@@ -49,6 +49,7 @@ def test_command_line_takes_overrides():
   assert 'Total params: 669,706' in result.stdout.splitlines()
 
 
+@pytest.mark.slow
 def test_resnet_rows_count_batch_norm_statistics_as_keras_does():
   from experiments import cifar10_resnet110_aug
 
