@@ -330,8 +330,8 @@ class Residual(nnx.Module):
   """A block computing shortcut(x) + main(x), each a run of the block's layers in order.
 
   A subclass names the attributes of each run in `main_path` and `shortcut_path` (an empty or
-  all-None shortcut is the identity). Its __call__, the summary, the diagram and the twins in
-  benchmarks/ all walk `branches()`, so what is drawn and copied is what runs.
+  all-None shortcut is the identity). Its __call__, the diagram (report/diagram.py) and the
+  torch twin's weight copy all walk `branches()`, so what is drawn and copied is what runs.
   """
 
   main_path: tuple[str, ...] = ()
