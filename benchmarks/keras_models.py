@@ -103,7 +103,7 @@ def keras_optimizer(keras, opt):
   if opt.name == 'adam':
     return keras.optimizers.Adam(opt.learning_rate, opt.beta_1, opt.beta_2, opt.epsilon)
   if opt.name == 'rmsprop':
-    return keras.optimizers.RMSprop(opt.learning_rate, opt.rho, opt.momentum, opt.epsilon)
+    return keras.optimizers.RMSprop(opt.learning_rate, opt.rho, 0.0, opt.epsilon)  # no momentum
   if opt.name == 'adadelta':
     return keras.optimizers.Adadelta(opt.learning_rate, opt.rho, opt.epsilon)
   if opt.name == 'sgd':

@@ -45,7 +45,10 @@ def torch_optimizer(torch, params, opt):
     return torch.optim.Adam(params, opt.learning_rate, (opt.beta_1, opt.beta_2), opt.epsilon)
   if opt.name == 'rmsprop':
     return torch.optim.RMSprop(
-      params, opt.learning_rate, alpha=opt.rho, eps=opt.epsilon, momentum=opt.momentum
+      params,
+      opt.learning_rate,
+      alpha=opt.rho,
+      eps=opt.epsilon,  # Keras's: no momentum
     )
   if opt.name == 'adadelta':
     return torch.optim.Adadelta(params, opt.learning_rate, rho=opt.rho, eps=opt.epsilon)

@@ -9,7 +9,6 @@ from dnn_jax import models, optim
 from dnn_jax.data import augment, catalog
 from dnn_jax.errors import ConfigError
 
-LOSSES = ('softmax_cross_entropy',)
 PROGRESS = ('auto', 'bar', 'lines')
 ON_NONFINITE = ('stop', 'skip_step')
 PARALLEL = ('sharded', 'pmap')
@@ -34,11 +33,10 @@ def _positive(config, key, kind=(int,), allow_zero=False):
 
 def validated(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Returns config unchanged, or raises ConfigError naming the bad value and the fix."""
-  _choice(config.model.name, sorted(models.MODELS), 'model')
+  models.check_arguments(config.model)
   _choice(config.data.name, catalog.DATASETS, 'dataset')
-  _choice(config.optimizer.name, sorted(optim.OPTIMIZERS), 'optimizer')
+  optim.check(config.optimizer)
   _choice(config.optimizer.schedule, sorted(optim.SCHEDULES), 'schedule')
-  _choice(config.loss, LOSSES, 'loss')
   _choice(config.progress, PROGRESS, 'progress')
   _choice(config.on_nonfinite, ON_NONFINITE, 'on_nonfinite')
   _choice(config.parallel, PARALLEL, 'parallel')

@@ -1,9 +1,11 @@
-"""Optax optimizers with Keras semantics (defaults and where epsilon goes), from config."""
+"""Optimizers by name: Keras's (its defaults, and where epsilon goes), else optax's, from config."""
 
+import inspect
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
 from dnn_jax.errors import ConfigError
@@ -39,29 +41,95 @@ def scale_by_keras_adam(beta_1: float, beta_2: float, epsilon: float):
   return optax.GradientTransformation(init, update)
 
 
-def _adam(c):
-  return scale_by_keras_adam(c.beta_1, c.beta_2, c.epsilon)
+# Keras's optimizers, each with Keras's defaults; the learning rate and its schedule are applied
+# after them. Any other name is taken from optax (`optax_optimizer`).
+def adam(beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7):
+  return scale_by_keras_adam(beta_1, beta_2, epsilon)
 
 
-def _rmsprop(c):
+def rmsprop(rho: float = 0.9, epsilon: float = 1e-7):
   # Keras: v = rho v + (1 - rho) g^2; w -= lr g / sqrt(v + eps), v starting at zero.
-  return optax.scale_by_rms(decay=c.rho, eps=c.epsilon, initial_scale=0.0, eps_in_sqrt=True)
+  return optax.scale_by_rms(decay=rho, eps=epsilon, initial_scale=0.0, eps_in_sqrt=True)
 
 
-def _sgd(c):
+def sgd(momentum: float = 0.0, nesterov: bool = False):
   # Keras: velocity = momentum * velocity - lr * g; the same as optax's trace for a fixed lr.
-  if c.momentum == 0:
+  if momentum == 0:
     return optax.identity()
-  return optax.trace(decay=c.momentum, nesterov=c.nesterov)
+  return optax.trace(decay=momentum, nesterov=nesterov)
 
 
-def _adadelta(c):
+def adadelta(rho: float = 0.95, epsilon: float = 1e-7):
   # Keras: E[g2] = rho E[g2] + (1 - rho) g^2; u = g sqrt(E[u2] + eps) / sqrt(E[g2] + eps);
   # E[u2] = rho E[u2] + (1 - rho) u^2; w -= lr u. Keras 2's MNIST CNN used lr 1.0, rho 0.95.
-  return optax.scale_by_adadelta(rho=c.rho, eps=c.epsilon)
+  return optax.scale_by_adadelta(rho=rho, eps=epsilon)
 
 
-OPTIMIZERS = {'adam': _adam, 'rmsprop': _rmsprop, 'sgd': _sgd, 'adadelta': _adadelta}
+KERAS = {'adam': adam, 'rmsprop': rmsprop, 'sgd': sgd, 'adadelta': adadelta}
+# The keys of config.optimizer that are not the optimizer's own arguments.
+SHARED_KEYS = ('name', 'learning_rate', 'schedule', 'boundaries_epochs', 'decay_factor', 'decay')
+# Argument values a command-line override can set (optax's callables and masks are left out).
+PLAIN = (bool, int, float, str, tuple, type(None))
+
+
+def optax_optimizer(name: str):
+  """optax.<name> if it is an optimizer (its first argument is learning_rate), else None."""
+  factory = getattr(optax, name, None) if name.isidentifier() else None
+  if not callable(factory):
+    return None
+  try:
+    first = next(iter(inspect.signature(factory).parameters), None)
+  except (TypeError, ValueError):
+    return None
+  return factory if first == 'learning_rate' else None
+
+
+def arguments(name: str) -> dict:
+  """The optimizer's own arguments with their defaults; ConfigError for an unknown name."""
+  factory = KERAS.get(name) or optax_optimizer(name)
+  if factory is None:
+    raise ConfigError(
+      f'unknown optimizer {name!r}; choose one of {", ".join(sorted(KERAS))} (Keras semantics) '
+      'or an optax optimizer by name (adamw, lion, nadam, ...)'
+    )
+  return {
+    key: p.default
+    for key, p in inspect.signature(factory).parameters.items()
+    if key != 'learning_rate' and p.default is not p.empty and isinstance(p.default, PLAIN)
+  }
+
+
+def optimizer_config(name: str, learning_rate: float, **settings) -> ml_collections.ConfigDict:
+  """config.optimizer for `name`: its own arguments at their defaults but for `settings`.
+
+  Every argument is written out, so `--config.optimizer.<argument>=v` works on the command line
+  and metrics.json records them all. The schedule keys are shared by every optimizer.
+  """
+  section = {
+    'name': name,
+    'learning_rate': learning_rate,
+    'schedule': 'constant',  # constant, piecewise, inverse_time or cosine
+    'boundaries_epochs': (20, 40),  # piecewise: after these epochs ...
+    'decay_factor': 0.1,  # ... the rate is multiplied by this
+    'decay': 1e-6,  # inverse_time: lr / (1 + decay * step), Keras 2's `decay`
+    **arguments(name),
+  }
+  unknown = sorted(set(settings) - set(section))
+  if unknown:
+    raise ConfigError(f'{unknown[0]!r} is not an argument of optimizer {name!r}')
+  section.update(settings)
+  return ml_collections.ConfigDict(section)
+
+
+def check(optimizer_config) -> None:
+  """ConfigError naming an unknown optimizer or an argument it does not take."""
+  accepted = arguments(optimizer_config.name)
+  unknown = sorted(set(optimizer_config) - set(SHARED_KEYS) - set(accepted))
+  if unknown:
+    raise ConfigError(
+      f'config.optimizer.{unknown[0]} is not an argument of optimizer '
+      f'{optimizer_config.name!r}; it takes {", ".join(sorted(accepted)) or "none"}'
+    )
 
 
 def _piecewise(c, steps_per_epoch, num_epochs):
@@ -101,8 +169,10 @@ def create(
   optimizer_config, steps_per_epoch: int = 1, num_epochs: int = 1
 ) -> optax.GradientTransformation:
   """The optax transformation named by optimizer_config.name, scaled by the schedule."""
+  check(optimizer_config)
   name = optimizer_config.name
-  if name not in OPTIMIZERS:
-    raise ConfigError(f'unknown optimizer {name!r}; choose one of {", ".join(OPTIMIZERS)}')
   schedule = learning_rate_schedule(optimizer_config, steps_per_epoch, num_epochs)
-  return optax.chain(OPTIMIZERS[name](optimizer_config), optax.scale_by_learning_rate(schedule))
+  kwargs = {k: v for k, v in optimizer_config.items() if k not in SHARED_KEYS}
+  if name in KERAS:
+    return optax.chain(KERAS[name](**kwargs), optax.scale_by_learning_rate(schedule))
+  return optax_optimizer(name)(learning_rate=schedule, **kwargs)

@@ -139,7 +139,7 @@ def make_train_chunk(
       batch_sums = _metric_sums(logits_BxK, y_B, mask_B)
       # Gradients are summed over devices: each adds its share of the weight penalty.
       weights = model if computing is params else nnx.merge(graphdef, params, state.model_state)
-      penalty = layers.l2_penalty(weights) / num_devices
+      penalty = layers.total_loss_penalty(weights) / num_devices
       _, _, model_state = nnx.split(model, nnx.Param, ...)
       return batch_sums['loss'] / global_count + penalty, (batch_sums, model_state)
 

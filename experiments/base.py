@@ -1,4 +1,4 @@
-"""Defaults shared by every experiment: the tutorial's MNIST MLP with Keras's RMSprop."""
+"""Defaults shared by every experiment: data, batch, epochs, devices, checkpoints, progress."""
 
 import ml_collections
 
@@ -7,11 +7,8 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
 
-  config.model = ml_collections.ConfigDict()
-  config.model.name = 'mlp'  # a key of dnn_jax.models.MODELS
-  config.model.hidden_sizes = (512, 512, 512)
-  config.model.activation = 'relu'
-  config.model.dropout = 0.2
+  # Each experiment sets its own config.model (models.model_config) and config.optimizer
+  # (optim.optimizer_config): every argument of the model and optimizer it names, no others.
 
   config.data = ml_collections.ConfigDict()
   config.data.name = 'mnist'  # a tfds name: mnist, fashion_mnist or cifar10
@@ -23,26 +20,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.test_split = 'test'
   config.data.synthetic = False  # random images of these shapes and sizes: benchmarks only
 
-  # Keras names and defaults; each optimizer reads the fields it uses.
-  config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = 'rmsprop'  # adam, rmsprop, sgd or adadelta
-  config.optimizer.learning_rate = 1e-3
-  config.optimizer.schedule = 'constant'  # constant, piecewise, inverse_time or cosine
-  config.optimizer.boundaries_epochs = (20, 40)  # piecewise: after these epochs ...
-  config.optimizer.decay_factor = 0.1  # ... the rate is multiplied by this
-  config.optimizer.decay = 1e-6  # inverse_time: lr / (1 + decay * step), Keras 2's `decay`
-  config.optimizer.rho = 0.9
-  config.optimizer.beta_1 = 0.9
-  config.optimizer.beta_2 = 0.999
-  config.optimizer.epsilon = 1e-7
-  config.optimizer.momentum = 0.0
-  config.optimizer.nesterov = False
-
   # Augmentation: name -> params, applied in order on the device (dnn_jax.data.augment).
   config.augment = ml_collections.ConfigDict()  # training images
   config.eval_augment = ml_collections.ConfigDict()  # deterministic: validation and test
 
-  config.loss = 'softmax_cross_entropy'
   # The layers compute in this dtype from float32 params: 'float32', or 'bfloat16' (mixed
   # precision, for GPUs/TPUs; a CPU emulates it slowly).
   config.dtype = 'float32'

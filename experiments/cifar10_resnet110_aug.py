@@ -1,7 +1,6 @@
 """The tutorial's cifar_classifier_gpu_aug: ResNet v2-110 with the albumentations chain."""
 
-import ml_collections
-
+from dnn_jax import models, optim
 from dnn_jax.data import augment
 from experiments import base
 
@@ -12,18 +11,15 @@ def get_config():
   # As in the notebook: validate on the second half of the test set, test on the first.
   config.data.validation_split = 'test[5000:]'
   config.data.test_split = 'test[:5000]'
-  config.model = ml_collections.ConfigDict()
-  config.model.name = 'resnet_v2'
-  config.model.depth = 110  # 9n + 2: also 20 and 56
-  config.model.l2 = 1e-4  # on every conv kernel
-  config.model.conv_implementation = (
-    'auto'  # oneDNN on AVX-512/AMX CPUs, else forward_convs (README)
+  config.model = models.model_config(
+    'resnet_v2',
+    depth=110,  # 9n + 2: also 20 and 56
+    l2=1e-4,  # on every conv kernel
+    conv_implementation='auto',  # oneDNN on AVX-512/AMX CPUs, else forward_convs (README)
   )
-  config.optimizer.name = 'adam'
-  config.optimizer.learning_rate = 1e-3
-  config.optimizer.schedule = 'piecewise'
-  config.optimizer.boundaries_epochs = (20, 40)
-  config.optimizer.decay_factor = 0.1
+  config.optimizer = optim.optimizer_config(
+    'adam', learning_rate=1e-3, schedule='piecewise', boundaries_epochs=(20, 40), decay_factor=0.1
+  )
   config.augment = augment.albumentations_resnet_chain()
   config.eval_augment = augment.clahe_only()  # the notebook applies CLAHE to every image
   config.batch_size = 128

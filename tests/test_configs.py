@@ -1,5 +1,7 @@
 """dnn_jax.configs and experiments/: every experiment validates and says what the tutorial did."""
 
+import inspect
+
 import pytest
 
 from dnn_jax import configs
@@ -16,6 +18,20 @@ def test_minimal_mlp_is_the_tutorials():
   assert config.optimizer.epsilon == 1e-7
   assert (config.batch_size, config.num_epochs) == (128, 10)
   assert config.data.validation_split == config.data.test_split == 'test'
+
+
+def test_every_experiment_names_only_its_own_model_and_optimizer_arguments():
+  from dnn_jax import models, optim
+  from experiments import cifar10_resnet110_aug, mnist_cnn
+
+  for experiment in (mnist_mlp, mnist_cnn, cifar10_resnet110_aug):
+    config = configs.validated(experiment.get_config())
+    arguments = inspect.signature(models.model_class(config.model.name).__init__).parameters
+    assert set(config.model) - {'name'} == set(arguments) - set(models.BUILT_BY_CREATE)
+    assert set(config.optimizer) - set(optim.SHARED_KEYS) == set(
+      optim.arguments(config.optimizer.name)
+    )
+  assert 'dropout' not in mnist_cnn.get_config().model  # no MLP keys carried by a CNN
 
 
 def test_default_mlp_uses_keras_adam():
@@ -35,7 +51,11 @@ def test_two_layer_mlp_is_the_keras_example():
   'key, value, message',
   [
     ('optimizer.schedule', 'linear', "unknown schedule 'linear'; choose one of constant, cosine"),
-    ('loss', 'hinge', "unknown loss 'hinge'"),
+    ('optimizer.rho', 0.9, "config.optimizer.rho is not an argument of optimizer 'adam'; it ta"),
+    ('optimizer.name', 'adamz', "unknown optimizer 'adamz'; choose one of adadelta, adam, rmsp"),
+    ('model.depth', 20, "config.model.depth is not an argument of 'mlp'; it takes activation"),
+    ('model.name', 'vit', "unknown model 'vit'; choose one of cnn, mlp, resnet_v2, or give"),
+    ('model.name', 'a/b', "config.model.name='a/b' is not a model name; choose one of cnn,"),
     ('progress', 'fancy', "unknown progress 'fancy'; choose one of auto, bar, lines"),
     ('eval_batch_size', 0, 'config.eval_batch_size=0 must be a positive integer'),
     ('steps_per_call', -1, 'config.steps_per_call=-1 must be a non-negative integer'),

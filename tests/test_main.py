@@ -47,10 +47,10 @@ def test_train_from_the_command_line_with_overrides(tmp_path):
   'override, message',
   [
     (
-      '--config.optimizer.name=adamw',
-      "unknown optimizer 'adamw'; choose one of adadelta, adam, rmsprop, sgd",
+      '--config.optimizer.name=adamz',
+      "unknown optimizer 'adamz'; choose one of adadelta, adam, rmsprop, sgd (Keras semantics) or",
     ),
-    ('--config.model.name=resnet', "unknown model 'resnet'; choose one of cnn, mlp"),
+    ('--config.model.name=resnet', "unknown model 'resnet'; choose one of cnn, mlp, resnet_v2,"),
     ('--config.data.name=svhn', "unknown dataset 'svhn'; choose one of mnist, fashion_mnist"),
     ('--config.optimizer.learning_rate=-0.1', 'config.optimizer.learning_rate=-0.1 must be a'),
     ('--config.batch_size=0', 'config.batch_size=0 must be a positive integer'),

@@ -131,14 +131,27 @@ def test_resnet_depth_must_be_9n_plus_2():
     models.create(config.model, input_shape=(32, 32, 3), num_classes=10, seed=0)
 
 
-def test_l2_penalty_sums_conv_kernels_only():
+def test_loss_penalty_sums_what_the_conv_layers_declare():
   config = cifar10_resnet110_aug.get_config()
   config.model.depth = 20
   model = models.create(config.model, input_shape=(32, 32, 3), num_classes=10, seed=0)
   kernels = [m.conv.kernel[...] for _, m in nnx.iter_graph(model) if isinstance(m, layers.Conv2D)]
   assert len(kernels) == 1 + 3 * 2 * 3 + 3  # stem, 3 convs per block, 3 projections
   expected = 1e-4 * sum(float(np.sum(np.square(k))) for k in kernels)
-  np.testing.assert_allclose(float(layers.l2_penalty(model)), expected, rtol=1e-5)
+  np.testing.assert_allclose(float(layers.total_loss_penalty(model)), expected, rtol=1e-5)
+
+
+def test_loss_penalty_comes_from_any_module_that_declares_one():
+  class Lasso(nnx.Module):  # not a dnn_jax layer type: found by its method alone
+    def __init__(self):
+      self.w = nnx.Param(jnp.asarray([1.0, -2.0, 3.0]))
+
+    def loss_penalty(self):
+      return 0.5 * jnp.sum(jnp.abs(self.w[...]))
+
+  model = layers.Sequential([Lasso(), layers.Flatten(), Lasso()])
+  assert float(layers.total_loss_penalty(model)) == 6.0
+  assert float(layers.total_loss_penalty(layers.Sequential([layers.Flatten()]))) == 0.0
 
 
 def test_bad_cnn_layer_token_names_the_grammar():

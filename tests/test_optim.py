@@ -8,7 +8,6 @@ import pytest
 
 from dnn_jax import optim
 from dnn_jax.errors import ConfigError
-from experiments import base
 
 W0 = np.array([[0.5, -1.0, 2.0], [0.0, 0.25, -0.75]], np.float32)
 GRADS = [
@@ -18,11 +17,8 @@ GRADS = [
 ]
 
 
-def optimizer_config(name, **overrides):
-  config = base.get_config().optimizer
-  config.name = name
-  config.update(overrides)
-  return config
+def optimizer_config(name, learning_rate=1e-3, **overrides):
+  return optim.optimizer_config(name, learning_rate, **overrides)
 
 
 def run_optax(config, grads=GRADS):
@@ -90,6 +86,7 @@ def test_sgd_momentum_equals_keras_formula():
     ('adam', 'Adam', {}),
     ('rmsprop', 'RMSprop', {}),
     ('sgd', 'SGD', {'momentum': 0.9}),
+    ('sgd', 'SGD', {'momentum': 0.9, 'nesterov': True}),
     ('adadelta', 'Adadelta', {'rho': 0.95}),
   ],
 )
@@ -104,8 +101,38 @@ def test_matches_keras_itself(name, keras_name, overrides):
 
 
 def test_unknown_optimizer_lists_choices():
-  with pytest.raises(ConfigError, match="unknown optimizer 'adamw'; choose one of adam, rmsprop"):
-    optim.create(optimizer_config('adamw'))
+  with pytest.raises(ConfigError, match="unknown optimizer 'adamz'; choose one of adadelta, adam,"):
+    config = optimizer_config('adam')
+    config.name = 'adamz'
+    optim.create(config)
+  with pytest.raises(ConfigError, match="unknown optimizer 'chain'"):  # optax, not an optimizer
+    optimizer_config('chain')
+
+
+def test_an_argument_of_another_optimizer_is_refused_by_name():
+  config = optimizer_config('rmsprop')
+  config.beta_1 = 0.8
+  with pytest.raises(
+    ConfigError, match="config.optimizer.beta_1 is not an argument of optimizer 'rm"
+  ):
+    optim.create(config)
+  with pytest.raises(ConfigError, match="'momentum' is not an argument of optimizer 'adam'"):
+    optimizer_config('adam', momentum=0.9)
+
+
+@pytest.mark.parametrize(
+  'name, settings',
+  [('adamw', {'weight_decay': 0.05, 'b1': 0.8}), ('lion', {'weight_decay': 0.1}), ('nadam', {})],
+)
+def test_other_names_are_optax_optimizers_with_their_own_arguments(name, settings):
+  config = optimizer_config(name, learning_rate=1e-2, **settings)
+  assert 'weight_decay' in config or name == 'nadam'  # every argument written out, to override
+  expected = getattr(optax, name)(learning_rate=1e-2, **settings)
+  w, state = jnp.asarray(W0), expected.init(jnp.asarray(W0))
+  for g in GRADS:
+    updates, state = expected.update(jnp.asarray(g), state, w)
+    w = optax.apply_updates(w, updates)
+  np.testing.assert_allclose(run_optax(config), np.asarray(w), rtol=1e-6, atol=1e-8)
 
 
 def test_constant_schedule():

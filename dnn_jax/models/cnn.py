@@ -68,3 +68,6 @@ class CNN(L.Sequential):
       raise ConfigError("config.model.layers must end in a 'flatten' (then optional dense)")
     stack.append(L.Dense(shape[0], num_classes, rngs=rngs))
     super().__init__(stack)
+
+
+Model = CNN  # config.model.name = 'cnn'

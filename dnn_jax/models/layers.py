@@ -95,7 +95,7 @@ class Conv2D(nnx.Module):
     self.strides = strides
     self.padding = padding
     self.activation = activation
-    self.l2 = l2  # Keras kernel_regularizer=l2(l2): adds l2 * sum(kernel ** 2) to the loss
+    self.l2 = l2  # Keras kernel_regularizer=l2(l2): see loss_penalty
     self.implementation = implementation
 
   def __call__(self, x_BxHxWxC, train: Train | None = None):
@@ -120,6 +120,10 @@ class Conv2D(nnx.Module):
     if self.conv.bias is not None:
       y = add_bias(y, self.conv.bias[...])
     return ACTIVATIONS[self.activation](y)
+
+  def loss_penalty(self) -> jax.Array | None:
+    """Keras kernel_regularizer=l2(l2): l2 * sum(kernel ** 2), or None without one."""
+    return self.l2 * jnp.sum(jnp.square(self.conv.kernel[...])) if self.l2 else None
 
 
 class MaxPooling2D(nnx.Module):
@@ -367,10 +371,12 @@ class Sequential(nnx.Module):
     return x
 
 
-def l2_penalty(model: nnx.Module) -> jax.Array:
-  """Sum of l2 * sum(kernel ** 2) over the layers that carry an `l2` coefficient."""
+def total_loss_penalty(model: nnx.Module) -> jax.Array:
+  """The sum of what every module's `loss_penalty()` returns (the model contract's item 5)."""
   total = jnp.zeros([], jnp.float32)
   for _, module in nnx.iter_graph(model):
-    if isinstance(module, Conv2D) and module.l2:
-      total += module.l2 * jnp.sum(jnp.square(module.conv.kernel[...]))
+    declared = getattr(module, 'loss_penalty', None)
+    term = declared() if callable(declared) else None
+    if term is not None:
+      total += term
   return total

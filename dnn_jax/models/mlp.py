@@ -30,3 +30,6 @@ class MLP(layers.Sequential):
     # Logits: softmax lives in the loss, as in optax (Keras folds it into the last layer).
     stack.append(layers.Dense(features, num_classes, 'linear', rngs=rngs))
     super().__init__(stack)
+
+
+Model = MLP  # config.model.name = 'mlp'

@@ -76,3 +76,6 @@ class ResNetV2(L.Sequential):
       L.Dense(in_features, num_classes, kernel_init='he_normal', rngs=rngs),
     ]
     super().__init__(stack)
+
+
+Model = ResNetV2  # config.model.name = 'resnet_v2'
