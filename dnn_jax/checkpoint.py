@@ -310,3 +310,34 @@ def open_source(path) -> tuple[Checkpoints, int]:
     f'no checkpoint at {path}; give a workdir, its checkpoints/ directory or a '
     f'checkpoints/<step> directory'
   )
+
+
+TRAIN_HINT = 'train first: python -m dnn_jax.main --config experiments/<name>.py --workdir {}'
+
+
+def open_saved(workdir) -> Checkpoints:
+  """workdir's checkpoints, read-only, or CheckpointError saying how to make one."""
+  directory = pathlib.Path(workdir) / 'checkpoints'
+  source = Checkpoints(directory, read_only=True) if directory.is_dir() else None
+  if source is None or not source.all_steps():
+    raise CheckpointError(f'no checkpoint in {directory}; ' + TRAIN_HINT.format(workdir))
+  return source
+
+
+def choose_step(source: Checkpoints, which: str) -> tuple[int, str, str | None]:
+  """(step, how it was chosen, a note or None) for --checkpoint best, latest or a step."""
+  saved = source.all_steps()
+  if which == 'best':
+    best = source.best_step()
+    if best is not None:
+      return best, 'best', None
+    note = f'no epoch has ended yet: the latest checkpoint (step {saved[-1]}) is reported'
+    return saved[-1], 'latest', note
+  if which == 'latest':
+    return saved[-1], 'latest', None
+  if which.isdigit() and int(which) in saved:
+    return int(which), 'step', None
+  raise CheckpointError(
+    f'--checkpoint={which} is not best, latest or a saved step; saved steps: '
+    f'{", ".join(map(str, saved))}'
+  )

@@ -34,7 +34,7 @@ def _positive(config, key, kind=(int,), allow_zero=False):
 def validated(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Returns config unchanged, or raises ConfigError naming the bad value and the fix."""
   models.check_arguments(config.model)
-  _choice(config.data.name, catalog.DATASETS, 'dataset')
+  catalog.get(config.data.name)
   optim.check(config.optimizer)
   _choice(config.optimizer.schedule, sorted(optim.SCHEDULES), 'schedule')
   _choice(config.progress, PROGRESS, 'progress')
@@ -66,3 +66,14 @@ def validated(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   augment.make_chain(config.augment)  # raises on an unknown op or parameter
   augment.make_chain(config.eval_augment)
   return config
+
+
+def create_model(config: ml_collections.ConfigDict, seed: int | None = None):
+  """config.model built for config.data's image shape and class count (seed: config.seed)."""
+  dataset = catalog.get(config.data.name)
+  return models.create(
+    config.model,
+    input_shape=dataset.image_shape,
+    num_classes=dataset.num_classes,
+    seed=config.seed if seed is None else seed,
+  )

@@ -22,31 +22,12 @@ def evaluate_checkpoint(workdir, which: str = 'latest') -> dict:
   import ml_collections
 
   from dnn_jax import checkpoint, experiment, train
-  from dnn_jax.errors import CheckpointError
 
   workdir = pathlib.Path(workdir)
-  directory = workdir / 'checkpoints'
-  source = checkpoint.Checkpoints(directory, read_only=True) if directory.is_dir() else None
-  saved = source.all_steps() if source else []
-  if not saved:
-    raise CheckpointError(
-      f'no checkpoint in {directory}; train first: python -m dnn_jax.main --config '
-      f'experiments/<name>.py --workdir {workdir}'
-    )
-  if which == 'latest':
-    step = saved[-1]
-  elif which == 'best':
-    step = source.best_step()
-    if step is None:
-      raise CheckpointError(f'no epoch has ended in {directory} yet; use --checkpoint=latest')
-  elif which.isdigit() and int(which) in saved:
-    step = int(which)
-  else:
-    raise CheckpointError(
-      f'--checkpoint={which} is not latest, best or a saved step; saved steps: '
-      f'{", ".join(map(str, saved))}'
-    )
-
+  source = checkpoint.open_saved(workdir)
+  step, _, note = checkpoint.choose_step(source, which)
+  if note:
+    print(note)
   meta = source.read_meta(step)
   config = ml_collections.ConfigDict(meta['config'])
   if config.batch_size % len(jax.devices()):  # evaluation is per example: any count will do
@@ -56,7 +37,7 @@ def evaluate_checkpoint(workdir, which: str = 'latest') -> dict:
   exp = experiment.setup(config)
   state, _ = source.restore(step, exp.state, items=('params', 'model_state'))
   experiment.compile_evaluators(exp)
-  path = directory / str(step)
+  path = workdir / 'checkpoints' / str(step)
   result = {
     'checkpoint': str(path),
     'step': step,

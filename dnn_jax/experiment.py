@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 from jax.experimental.compilation_cache import compilation_cache
 
-from dnn_jax import configs, models, optim, parallel, progress, steps, summary
+from dnn_jax import configs, optim, parallel, progress, steps, summary
 from dnn_jax.data import augment
 from dnn_jax.data import splits as data_splits
 from dnn_jax.errors import ConfigError
@@ -102,9 +102,7 @@ def setup(config) -> Experiment:
       f'config.batch_size={config.batch_size} is larger than the {num_train:,} training '
       f'examples of {config.data.name}; use at most {num_train}'
     )
-  model = models.create(
-    config.model, input_shape=splits.image_shape, num_classes=splits.num_classes, seed=config.seed
-  )
+  model = configs.create_model(config)
   model_summary = summary.format_summary(model, splits.image_shape, title=config.model.name)
   steps_per_epoch = -(-num_train // config.batch_size)
   tx = optim.create(config.optimizer, steps_per_epoch, config.num_epochs)

@@ -56,18 +56,6 @@ def all_processes_agree(ok: bool) -> bool:
   return bool(multihost_utils.process_allgather(np.asarray(ok)).all())
 
 
-def gather_from_processes(local: dict) -> dict:
-  """Each process's rows of every array, concatenated in process order, on every process."""
-  sizes = multihost_utils.process_allgather(np.int32(len(next(iter(local.values())))))
-  whole = {}
-  for key, rows in local.items():
-    padded = np.zeros((int(sizes.max()), *rows.shape[1:]), rows.dtype)  # equal shapes to gather
-    padded[: len(rows)] = rows
-    gathered = multihost_utils.process_allgather(padded)  # [processes, max rows, ...]
-    whole[key] = np.concatenate([part[:size] for part, size in zip(gathered, sizes, strict=True)])
-  return whole
-
-
 def make_mesh(num_devices: int = 0) -> Mesh:
   """A 1-D mesh over the first num_devices devices (0: all of them)."""
   available = jax.devices()

@@ -69,14 +69,11 @@ def main(argv):
 
 def print_summary(config):
   """Prints the summary of the model config describes, for its dataset's input shape."""
-  from dnn_jax import configs, models
+  from dnn_jax import configs
   from dnn_jax.data import catalog
 
-  config = configs.validated(config)
-  input_shape, num_classes = catalog.image_shape_and_classes(config.data.name)
-  model = models.create(
-    config.model, input_shape=input_shape, num_classes=num_classes, seed=config.seed
-  )
+  model = configs.create_model(configs.validated(config))
+  input_shape = catalog.get(config.data.name).image_shape
   print(format_summary(model, input_shape, title=config.model.name))
 
 

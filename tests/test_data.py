@@ -249,21 +249,21 @@ def test_label_names_that_disagree_with_the_class_count_are_refused(tmp_path):
 
 
 def test_pinned_versions_are_the_tfds_builders():
-  assert set(catalog.VERSIONS) == set(catalog.DATASETS)
-  for name, version in catalog.VERSIONS.items():
-    assert str(catalog.builder_class(name).VERSION) == version
+  for name, dataset in catalog.DATASETS.items():
+    assert str(catalog.builder_class(name).VERSION) == dataset.version
 
 
 @pytest.mark.parametrize('name', catalog.DATASETS)
 def test_pinned_shapes_and_split_sizes_are_the_tfds_builders(name):
-  image_shape, num_classes = catalog.image_shape_and_classes(name)
-  assert catalog.SHAPES[name] == image_shape and catalog.NUM_CLASSES[name] == num_classes
+  dataset = catalog.DATASETS[name]
+  image_shape, num_classes = catalog.builder_shape_and_classes(name)
+  assert dataset.image_shape == image_shape and dataset.num_classes == num_classes
   search = [locate.writable_data_dir(), *locate.extra_data_dirs()]
   found = locate.find_prepared(name, catalog.version(name), search)
   if found is None:
     pytest.skip(f'{name} is not prepared here: its split sizes are in its dataset_info.json')
   info = catalog.builder_class(name)(data_dir=str(found)).info
-  assert catalog.SPLIT_SIZES[name] == {k: v.num_examples for k, v in info.splits.items()}
+  assert dataset.split_sizes == {k: v.num_examples for k, v in info.splits.items()}
 
 
 @pytest.mark.parametrize(

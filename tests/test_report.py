@@ -10,7 +10,7 @@ from conftest import run_python
 from flax import nnx
 from PIL import Image
 
-from dnn_jax import models, tensorboard
+from dnn_jax import checkpoint, models, tensorboard
 from dnn_jax.errors import CheckpointError
 from dnn_jax.models import layers
 from dnn_jax.report import build, filters, grids, patches
@@ -203,12 +203,12 @@ class _Saved:
 
 
 def test_choosing_the_checkpoint():
-  assert run_lib.choose_step(_Saved([100, 469], 100), 'best') == (100, 'best', None)
-  step, chosen, note = run_lib.choose_step(_Saved([50, 100], None), 'best')
+  assert checkpoint.choose_step(_Saved([100, 469], 100), 'best') == (100, 'best', None)
+  step, chosen, note = checkpoint.choose_step(_Saved([50, 100], None), 'best')
   assert (step, chosen) == (100, 'latest') and 'no epoch has ended' in note
-  assert run_lib.choose_step(_Saved([50, 100], None), '50')[0] == 50
+  assert checkpoint.choose_step(_Saved([50, 100], None), '50')[0] == 50
   with pytest.raises(CheckpointError, match='saved steps: 50, 100'):
-    run_lib.choose_step(_Saved([50, 100], None), '70')
+    checkpoint.choose_step(_Saved([50, 100], None), '70')
 
 
 @pytest.mark.e2e

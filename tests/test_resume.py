@@ -264,6 +264,6 @@ def test_evaluate_reproduces_the_test_metrics(tmp_path, uninterrupted, capsys):
   bad = run_python('-m', 'dnn_jax.evaluate', '--workdir', str(uninterrupted), '--checkpoint=7')
   assert bad.returncode == 2
   assert bad.stderr.strip().splitlines()[-1] == (
-    f'error: --checkpoint=7 is not latest, best or a saved step; saved steps: '
+    f'error: --checkpoint=7 is not best, latest or a saved step; saved steps: '
     f'{", ".join(map(str, saved_steps(uninterrupted)))}'
   )

@@ -1,21 +1,44 @@
 """The datasets dnn_jax trains on, by tfds name."""
 
+import dataclasses
 import functools
 import re
 
-# Image classification datasets with uint8 `image` and int `label` features.
-DATASETS = ('mnist', 'fashion_mnist', 'cifar10')
-# The tfds versions dnn_jax prepares and reads; a test keeps them equal to tfds's builders.
-# Written out so that reading prepared data needs no tensorflow_datasets (e.g. on a GPU image).
-VERSIONS = {'mnist': '3.0.1', 'fashion_mnist': '3.0.1', 'cifar10': '3.0.2'}
-# Image shape, class count and split sizes, for synthetic data (a test checks them likewise).
-SHAPES = {'mnist': (28, 28, 1), 'fashion_mnist': (28, 28, 1), 'cifar10': (32, 32, 3)}
-NUM_CLASSES = {'mnist': 10, 'fashion_mnist': 10, 'cifar10': 10}
-SPLIT_SIZES = {
-  'mnist': {'train': 60_000, 'test': 10_000},
-  'fashion_mnist': {'train': 60_000, 'test': 10_000},
-  'cifar10': {'train': 50_000, 'test': 10_000},
+from dnn_jax.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """An image classification dataset (uint8 `image`, int `label`) that dnn_jax trains on.
+
+  Written out, so that reading prepared data, the summary and the diagram need no
+  tensorflow_datasets (e.g. on a GPU image); tests/test_data.py keeps every field equal to
+  tfds's builder. Adding a dataset that tfds builds is one more record here.
+  """
+
+  name: str  # the tfds name
+  version: str  # the tfds version dnn_jax prepares and reads
+  image_shape: tuple[int, int, int]
+  num_classes: int
+  split_sizes: dict[str, int]  # also what synthetic data makes
+
+
+DATASETS = {
+  d.name: d
+  for d in (
+    Dataset('mnist', '3.0.1', (28, 28, 1), 10, {'train': 60_000, 'test': 10_000}),
+    Dataset('fashion_mnist', '3.0.1', (28, 28, 1), 10, {'train': 60_000, 'test': 10_000}),
+    Dataset('cifar10', '3.0.2', (32, 32, 3), 10, {'train': 50_000, 'test': 10_000}),
+  )
 }
+
+
+def get(name: str) -> Dataset:
+  """The dataset's record, or ConfigError listing the known ones."""
+  if name not in DATASETS:
+    raise ConfigError(f'unknown dataset {name!r}; choose one of {", ".join(DATASETS)}')
+  return DATASETS[name]
+
 
 # tfds's slice forms that split_size sizes: 'train', 'train[:1000]', 'test[10%:]'.
 SLICE = re.compile(r'^(\w+)(?:\[(-?\d*)(%?):(-?\d*)(%?)\])?$')
@@ -24,7 +47,7 @@ SLICE = re.compile(r'^(\w+)(?:\[(-?\d*)(%?):(-?\d*)(%?)\])?$')
 def split_size(name: str, spec: str) -> int | None:
   """How many examples tfds's split spec selects (None for a form not sized here, e.g. a+b)."""
   match = SLICE.match(spec.replace(' ', ''))
-  sizes = SPLIT_SIZES[name]
+  sizes = DATASETS[name].split_sizes
   if not match or match.group(1) not in sizes:
     return None
   total = sizes[match.group(1)]
@@ -50,7 +73,7 @@ def builder_class(name: str):
 
 def version(name: str) -> str:
   """The tfds version dnn_jax reads and prepares, e.g. '3.0.1' for mnist."""
-  return VERSIONS[name]
+  return get(name).version
 
 
 def original_files(name: str) -> list[tuple[str, int, str, str]]:
@@ -60,8 +83,8 @@ def original_files(name: str) -> list[tuple[str, int, str, str]]:
 
 
 @functools.cache
-def image_shape_and_classes(name: str) -> tuple[tuple[int, ...], int]:
-  """(image shape, class count) from the builder's own info; needs no prepared data."""
+def builder_shape_and_classes(name: str) -> tuple[tuple[int, ...], int]:
+  """(image shape, class count) from tfds's builder info, to check the records against."""
   import tempfile
 
   import tensorflow_datasets as tfds

@@ -96,7 +96,7 @@ def _load_cache(path: pathlib.Path, name: str, split: str | None) -> dict:
   with np.load(path) as cached:  # reads every array whole: the zip checks each one's CRC-32
     arrays = {key: cached[key] for key in ('source', 'image', 'label')}
   images, labels = arrays['image'], arrays['label']
-  shape = catalog.SHAPES[name]
+  shape = catalog.DATASETS[name].image_shape
   if images.dtype != np.uint8 or images.shape[1:] != shape:
     raise ValueError(f'images are {images.dtype} {images.shape[1:]}, not uint8 {shape}')
   if labels.dtype != np.int32 or labels.shape != images.shape[:1]:

@@ -6,10 +6,11 @@ import json
 import pathlib
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
-from dnn_jax import parallel
 from dnn_jax.data import catalog, locate, prepare, read, synthetic
-from dnn_jax.errors import ConfigError, DataError
+from dnn_jax.errors import DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,17 +26,10 @@ class Splits:
   validation_is_test: bool  # the tutorial validates on the test set: evaluate it once
 
 
-def check_known(name: str) -> None:
-  """Raises ConfigError unless dnn_jax knows the dataset."""
-  if name not in catalog.DATASETS:
-    raise ConfigError(f'unknown dataset {name!r}; choose one of {", ".join(catalog.DATASETS)}')
-
-
 def ensure_prepared(data_config):
   """Returns (data_dir, version) holding the dataset, preparing it first if needed."""
   name = data_config.name
-  check_known(name)
-  version = catalog.version(name)
+  version = catalog.get(name).version
   writable = locate.writable_data_dir(data_config.data_dir)
   found = locate.find_prepared(
     name, version, [writable, *locate.extra_data_dirs(data_config.data_dirs)]
@@ -58,9 +52,8 @@ def load(data_config) -> Splits:
   """
   name = data_config.name
   if data_config.synthetic:
-    check_known(name)
     split = functools.partial(synthetic.split, name)
-    num_classes = catalog.NUM_CLASSES[name]
+    num_classes = catalog.get(name).num_classes
     class_names = tuple(f'class {i}' for i in range(num_classes))
   else:
     data_dir, version = ensure_prepared(data_config)
@@ -95,7 +88,7 @@ def _reader(data_config, data_dir: pathlib.Path, version: str):
       raise DataError(f'{name}: cannot read split {spec!r} from {data_dir}: {e}') from e
     if shard is None:
       return arrays
-    whole = parallel.gather_from_processes(arrays)
+    whole = _gather_from_processes(arrays)
     print(
       f'Process {shard[0]} of {shard[1]} read {len(arrays["label"]):,} of the '
       f'{len(whole["label"]):,} examples of {spec}',
@@ -104,6 +97,18 @@ def _reader(data_config, data_dir: pathlib.Path, version: str):
     return whole
 
   return split
+
+
+def _gather_from_processes(local: dict) -> dict:
+  """Each process's rows of every array, concatenated in process order, on every process."""
+  sizes = multihost_utils.process_allgather(np.int32(len(next(iter(local.values())))))
+  whole = {}
+  for key, rows in local.items():
+    padded = np.zeros((int(sizes.max()), *rows.shape[1:]), rows.dtype)  # equal shapes to gather
+    padded[: len(rows)] = rows
+    gathered = multihost_utils.process_allgather(padded)  # [processes, max rows, ...]
+    whole[key] = np.concatenate([part[:size] for part, size in zip(gathered, sizes, strict=True)])
+  return whole
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,10 +22,10 @@ def split(name: str, spec: str) -> dict:
   if n is None:
     raise ConfigError(
       f'synthetic data: cannot size split {spec!r}; use one of '
-      f"{', '.join(catalog.SPLIT_SIZES[name])}, optionally sliced as 'train[a:b]' or "
+      f"{', '.join(catalog.DATASETS[name].split_sizes)}, optionally sliced as 'train[a:b]' or "
       "'train[a%:b%]'"
     )
   return {
-    'image': rng.integers(0, 256, (n, *catalog.SHAPES[name]), np.uint8),
-    'label': rng.integers(0, catalog.NUM_CLASSES[name], n).astype(np.int32),
+    'image': rng.integers(0, 256, (n, *catalog.DATASETS[name].image_shape), np.uint8),
+    'label': rng.integers(0, catalog.DATASETS[name].num_classes, n).astype(np.int32),
   }

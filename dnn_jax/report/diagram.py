@@ -244,14 +244,11 @@ def main(argv):
 
 
 def _draw_config(config, out, max_blocks):
-  from dnn_jax import configs, models
+  from dnn_jax import configs
   from dnn_jax.data import catalog
 
-  config = configs.validated(config)
-  input_shape, num_classes = catalog.image_shape_and_classes(config.data.name)
-  model = models.create(
-    config.model, input_shape=input_shape, num_classes=num_classes, seed=config.seed
-  )
+  model = configs.create_model(configs.validated(config))
+  input_shape = catalog.get(config.data.name).image_shape
   for path in draw_model(model, input_shape, pathlib.Path(out), max_blocks):
     print(path)
 

@@ -9,11 +9,9 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from dnn_jax import checkpoint, configs, models, steps
+from dnn_jax import checkpoint, configs, steps
 from dnn_jax.data import splits as data_splits
-from dnn_jax.errors import CheckpointError, UserError
-
-TRAIN_HINT = 'train first: python -m dnn_jax.main --config experiments/<name>.py --workdir {}'
+from dnn_jax.errors import UserError
 
 
 @dataclasses.dataclass
@@ -35,46 +33,20 @@ class Run:
     return self.step / self.steps_per_epoch
 
 
-def choose_step(source: checkpoint.Checkpoints, which: str) -> tuple[int, str, str | None]:
-  """(step, how it was chosen, a note or None) for --checkpoint best, latest or a step."""
-  saved = source.all_steps()
-  if which == 'best':
-    best = source.best_step()
-    if best is not None:
-      return best, 'best', None
-    note = f'no epoch has ended yet: the latest checkpoint (step {saved[-1]}) is reported'
-    return saved[-1], 'latest', note
-  if which == 'latest':
-    return saved[-1], 'latest', None
-  if which.isdigit() and int(which) in saved:
-    return int(which), 'step', None
-  raise CheckpointError(
-    f'--checkpoint={which} is not best, latest or a saved step; saved steps: '
-    f'{", ".join(map(str, saved))}'
-  )
-
-
 def load(workdir, which: str = 'best') -> Run:
   """Reads workdir's metrics.json and checkpoint `which`, its dataset, and rebuilds its model."""
   workdir = pathlib.Path(workdir)
   metrics_path = workdir / 'metrics.json'
-  directory = workdir / 'checkpoints'
   if not metrics_path.is_file():
-    raise UserError(f'no metrics.json in {workdir}; ' + TRAIN_HINT.format(workdir))
-  source = checkpoint.Checkpoints(directory, read_only=True) if directory.is_dir() else None
-  if source is None or not source.all_steps():
-    raise CheckpointError(f'no checkpoint in {directory}; ' + TRAIN_HINT.format(workdir))
-  step, chosen, note = choose_step(source, which)
+    raise UserError(f'no metrics.json in {workdir}; ' + checkpoint.TRAIN_HINT.format(workdir))
+  source = checkpoint.open_saved(workdir)
+  step, chosen, note = checkpoint.choose_step(source, which)
   meta = source.read_meta(step)
   config = configs.validated(ml_collections.ConfigDict(meta['config']))
   splits = data_splits.load(config.data)
   # Shapes only: initializing the weights that the checkpoint replaces would compile and run
   # every initializer (seconds on a CPU).
-  model = nnx.eval_shape(
-    lambda: models.create(
-      config.model, input_shape=splits.image_shape, num_classes=splits.num_classes, seed=config.seed
-    )
-  )
+  model = nnx.eval_shape(lambda: configs.create_model(config))
   graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   on_device = lambda tree: jax.tree.map(
