@@ -27,7 +27,7 @@ from jax._src.lib import _profile_data
 from ml_collections import config_flags
 
 from benchmarks.timing import time_train_call
-from dnn_jax import cli, experiment
+from dnn_jax import cli, trainer
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
@@ -70,18 +70,18 @@ def hlo_line(hlo_text: str, name: str) -> str:
 def profile(config, top: int, trace_dir: str) -> list[tuple[float, str, str]]:
   """(ms per step, kernel, HLO) of the `top` costliest kernels of one compiled call."""
   config.progress = 'lines'
-  exp = experiment.build(config)
-  first, end = exp.chunks[0]
+  run = trainer.build(config)
+  first, end = run.exp.calls[0]
   steps = end - first
-  time_train_call(exp, 1)  # warm: the traced call is a steady-state one
+  time_train_call(run, 1)  # warm: the traced call is a steady-state one
   trace_dir = pathlib.Path(trace_dir or tempfile.mkdtemp(prefix='dnn_jax_profile_'))
   with jax.profiler.trace(str(trace_dir)):
-    samples_per_sec = time_train_call(exp, 1)
+    samples_per_sec = time_train_call(run, 1)
   files = sorted(trace_dir.glob('**/*.xplane.pb'), key=lambda p: p.stat().st_mtime)
   totals = kernel_times(files[-1])
-  # time_train_call(exp, 1) runs a warm-up call and a timed one: two calls in the trace.
+  # time_train_call(run, 1) runs a warm-up call and a timed one: two calls in the trace.
   traced_steps = 2 * steps
-  hlo = exp.train_chunks[steps].as_text()
+  hlo = run.programs.train_calls[steps].as_text()
   step_ms = 1e3 * config.batch_size / samples_per_sec
   print(
     f'{config.batch_size * steps} samples in {steps} steps per call; {step_ms:.2f} ms per step '

@@ -32,7 +32,7 @@ def measure(config, config_file: str, counts: list, repeats: int) -> list:
   import jax
 
   from benchmarks.timing import time_train_call
-  from dnn_jax import experiment
+  from dnn_jax import trainer
 
   available = len(jax.devices())
   if max(counts) > available:
@@ -47,12 +47,12 @@ def measure(config, config_file: str, counts: list, repeats: int) -> list:
       run = config.copy_and_resolve_references()
       run.num_devices, run.progress = count, 'lines'
       run.batch_size = config.batch_size if mode == 'strong' else per_device * count
-      exp = experiment.build(run)
-      samples_per_sec = time_train_call(exp, repeats)
+      built = trainer.build(run)
+      samples_per_sec = time_train_call(built, repeats)
       base = base or samples_per_sec
       records.append({
         'config': config_file,
-        'device': f'{count} x {exp.mesh.devices.flat[0].device_kind}',
+        'device': f'{count} x {built.exp.mesh.devices.flat[0].device_kind}',
         'mode': mode,
         'devices': count,
         'batch_size': run.batch_size,

@@ -4,7 +4,7 @@ Usage: python -m benchmarks.sweep_vmap [--config experiments/mnist_mlp.py]
          [--dropouts=0.1,0.2,0.3,0.4] [--learning_rates=1e-3,3e-3] [--repeats 3]
 
 The trials are dropout x learning rate at the config's shape (mnist_mlp: 3 x 512 units), one
-epoch each, seed 0. One by one: each trial through experiment.setup and compile_training, as
+epoch each, seed 0. One by one: each trial through its own Trainer (setup, compile, calls), as
 dnn_jax.train runs it. Vmapped: dnn_jax.sweep.vmapped's group, states stacked on a trial axis.
 Compile time is measured apart. Epochs and evaluations are timed in rounds that alternate the
 two ways (all N trials one by one, then the group, then the other way round), so a load that
@@ -21,7 +21,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from dnn_jax import cli, experiment
+from dnn_jax import cli, experiment, trainer
 from dnn_jax.sweep import space, vmapped
 
 FLAGS = flags.FLAGS
@@ -49,35 +49,29 @@ def _seconds(fn) -> float:
 
 
 class OneByOne:
-  """Every trial as dnn_jax.train runs it: its own experiment and compiled programs."""
+  """Every trial as dnn_jax trains any run: its own Trainer and compiled programs."""
 
   def __init__(self, configs):
-    self.exps, self.setup_s, self.compile_s = [], 0.0, 0.0
+    self.runs, self.setup_s, self.compile_s = [], 0.0, 0.0
     for config in configs:
       start = time.perf_counter()
-      exp = experiment.setup(config)
+      run = trainer.Trainer(experiment.setup(config))
       self.setup_s += time.perf_counter() - start
-      experiment.compile_training(exp)
-      self.compile_s += exp.compile_seconds
-      self.exps.append(exp)
-    self.steps_per_epoch = self.exps[0].steps_per_epoch
+      run.compile()
+      self.compile_s += run.programs.seconds
+      self.runs.append(run)
+    self.steps_per_epoch = self.runs[0].exp.steps_per_epoch
 
   def epoch(self) -> float:
     total = 0.0
-    for exp in self.exps:
-      ((first, end),) = exp.chunks
-      chunk, order = exp.compiled_chunk(end - first), exp.epoch_order(exp.shuffle_key, 0)
-
-      def call(exp=exp, chunk=chunk, order=order):
-        exp.state, sums = chunk(exp.state, *exp.arrays['train'], order, exp.example_key)
-        return sums
-
-      total += _seconds(call)
+    for run in self.runs:
+      ((first, end),) = run.exp.calls
+      order, key = run.epoch_inputs(0)
+      total += _seconds(lambda run=run, order=order[first:end], key=key: run.train_call(order, key))
     return total
 
   def evaluate(self) -> float:
-    evaluate = experiment.evaluate
-    return sum(_seconds(lambda e=e: evaluate(e, e.state, 'validation')) for e in self.exps)
+    return sum(_seconds(lambda r=r: r.evaluate('validation')) for r in self.runs)
 
 
 class Vmapped:

@@ -40,7 +40,7 @@ from ml_collections import config_flags
 
 from benchmarks import machine, records, steady, twins
 from benchmarks.timing import median_seconds, train_step_seconds
-from dnn_jax import cli, experiment
+from dnn_jax import cli, trainer
 from dnn_jax.errors import ConfigError
 
 FLAGS = flags.FLAGS
@@ -71,26 +71,25 @@ def matmul_gflops(m: int, k: int, n: int, repeats: int) -> float:
   return 2 * m * k * n / seconds / 1e9
 
 
-def step_flops(exp, steps_per_call: int) -> float:
+def step_flops(run, steps_per_call: int) -> float:
   """XLA's FLOP count of one optimizer step on the whole batch (all devices together)."""
   # XLA counts a loop body once, whatever the trip count: the chunk already compiled says what
   # one step costs, where compiling a one-step chunk for it would double the compile time.
-  cost = exp.compiled_chunk(steps_per_call).cost_analysis()
+  cost = run.programs.train_calls[steps_per_call].cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
-  return float(cost.get('flops', 0.0)) * exp.mesh.size
+  return float(cost.get('flops', 0.0)) * run.exp.mesh.size
 
 
 def measure(config, config_file: str, budget: steady.Budget, eval_repeats: int) -> dict:
   """dnn_jax's throughput numbers for one config, timed in this process."""
-  config.progress = 'lines'  # no bar: steps_per_call 0 then means one compiled call per epoch
-  exp = experiment.build(config)
-  first, end = exp.chunks[0]
-  timed = steady.summary(train_step_seconds(exp, budget), config.batch_size, budget)
-  eval_seconds = median_seconds(
-    lambda: experiment.evaluate(exp, exp.state, 'validation'), eval_repeats
-  )
-  num_eval = len(exp.splits.validation['label'])
-  flops_per_sample = step_flops(exp, end - first) / config.batch_size
+  config.progress = 'lines'
+  run = trainer.build(config)
+  exp = run.exp
+  first, end = exp.calls[0]
+  timed = steady.summary(train_step_seconds(run, budget), config.batch_size, budget)
+  eval_seconds = median_seconds(lambda: run.evaluate('validation'), eval_repeats)
+  num_eval = len(exp.data.splits.validation['label'])
+  flops_per_sample = step_flops(run, end - first) / config.batch_size
   batch = config.batch_size // exp.mesh.size
   widest = max(config.model.get('hidden_sizes', (512,)))
   device = exp.mesh.devices.flat[0]
@@ -110,7 +109,7 @@ def measure(config, config_file: str, budget: steady.Budget, eval_repeats: int) 
     **timed,
     'eval_samples_per_sec': num_eval / eval_seconds,
     'epoch_seconds': exp.num_train / samples_per_sec,  # training only, at this rate
-    'compile_seconds': exp.compile_seconds,
+    'compile_seconds': run.programs.seconds,
     'flops_per_sample': flops_per_sample,
     'train_gflops': flops_per_sample * samples_per_sec / 1e9,
     'matmul_gflops': matmul,

@@ -17,34 +17,32 @@ def median_seconds(fn, repeats: int) -> float:
   return statistics.median(times)
 
 
-def time_train_call(exp, repeats: int) -> float:
-  """Training samples/s of the experiment's first compiled call: median of timed calls."""
-  first, end = exp.chunks[0]
-  train_chunk = exp.train_chunks[end - first]
-  order = exp.epoch_order(exp.shuffle_key, 0)[first:end]
+def time_train_call(trainer, repeats: int) -> float:
+  """Training samples/s of the trainer's first compiled call: median of timed calls."""
+  first, end = trainer.exp.calls[0]
+  order, key = trainer.epoch_inputs(0)
+  order = order[first:end]
 
   def one_call():
-    exp.state, sums = train_chunk(exp.state, *exp.arrays['train'], order, exp.example_key)
-    jax.block_until_ready(sums)
+    jax.block_until_ready(trainer.train_call(order, key))
 
-  return (end - first) * exp.config.batch_size / median_seconds(one_call, repeats)
+  return (end - first) * trainer.config.batch_size / median_seconds(one_call, repeats)
 
 
-def train_step_seconds(exp, budget) -> list:
+def train_step_seconds(trainer, budget) -> list:
   """Per-step wall times of compiled training calls until `budget` (a steady.Budget) is met.
 
   dnn_jax's steps run inside one compiled call of `steps_per_call` steps, so each step is
   given its call's mean time; the first calls (at least budget.warmup_steps steps) are the
   warm-up.
   """
-  first, end = exp.chunks[0]
+  first, end = trainer.exp.calls[0]
   steps = end - first
-  train_chunk = exp.train_chunks[steps]
-  order = exp.epoch_order(exp.shuffle_key, 0)[first:end]
+  order, key = trainer.epoch_inputs(0)
+  order = order[first:end]
   step_seconds = []
   while len(step_seconds) < budget.warmup_steps + 1 or not budget.enough(step_seconds):
     start = time.perf_counter()
-    exp.state, sums = train_chunk(exp.state, *exp.arrays['train'], order, exp.example_key)
-    jax.block_until_ready(sums)
+    jax.block_until_ready(trainer.train_call(order, key))
     step_seconds += [(time.perf_counter() - start) / steps] * steps
   return step_seconds

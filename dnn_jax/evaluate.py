@@ -21,7 +21,7 @@ def evaluate_checkpoint(workdir, which: str = 'latest') -> dict:
   import jax
   import ml_collections
 
-  from dnn_jax import checkpoint, experiment, train
+  from dnn_jax import checkpoint, experiment, trainer
 
   workdir = pathlib.Path(workdir)
   source = checkpoint.open_saved(workdir)
@@ -35,18 +35,18 @@ def evaluate_checkpoint(workdir, which: str = 'latest') -> dict:
   else:
     config.num_devices = 0
   exp = experiment.setup(config)
-  state, _ = source.restore(step, exp.state, items=('params', 'model_state'))
-  experiment.compile_evaluators(exp)
+  state, _ = source.restore(step, exp.learner.initial_state, items=('params', 'model_state'))
+  programs = experiment.compile_programs(exp, train=False)
   path = workdir / 'checkpoints' / str(step)
   result = {
     'checkpoint': str(path),
     'step': step,
     'epochs_done': step / exp.steps_per_epoch,
-    'test': experiment.evaluate(exp, state, 'test'),
+    'test': experiment.evaluate(exp, programs, state, 'test'),
   }
-  if not exp.splits.validation_is_test:
-    result['validation'] = experiment.evaluate(exp, state, 'validation')
-  train.write_json(workdir / 'eval.json', result)
+  if not exp.data.splits.validation_is_test:
+    result['validation'] = experiment.evaluate(exp, programs, state, 'validation')
+  trainer.write_json(workdir / 'eval.json', result)
   print(f'Checkpoint {path} (step {step}, epoch {result["epochs_done"]:.2f})')
   print(f'Test loss: {result["test"]["loss"]:.4f}')
   print(f'Test accuracy: {result["test"]["accuracy"]:.4f}')

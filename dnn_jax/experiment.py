@@ -1,4 +1,5 @@
-"""An experiment config turned into device-resident data, a model state and compiled steps."""
+"""An experiment config made concrete: device-resident data, the model and optimizer, and
+the compiled programs; all immutable once built."""
 
 import dataclasses
 import functools
@@ -11,58 +12,69 @@ import jax.numpy as jnp
 import optax
 from jax.experimental.compilation_cache import compilation_cache
 
-from dnn_jax import configs, optim, parallel, progress, steps, summary
+from dnn_jax import configs, optim, parallel, steps, summary
 from dnn_jax.data import augment
 from dnn_jax.data import splits as data_splits
 from dnn_jax.errors import ConfigError
 
 
-@dataclasses.dataclass
-class Experiment:
-  """Everything a run needs; setup() fills all but the compiled functions, compile() those."""
+@dataclasses.dataclass(frozen=True)
+class Data:
+  """The splits, on the device mesh, and the orders they are walked in."""
 
-  config: Any
-  mesh: jax.sharding.Mesh
   splits: data_splits.Splits
-  model_summary: str
-  graphdef: Any
-  tx: optax.GradientTransformation
-  schedule: Any
-  state: steps.TrainState  # the initial state, replicated on the mesh
   arrays: dict  # split name -> (images_N, labels_N) replicated on the mesh
   eval_orders: dict  # split name -> [steps, batch] indices, sharded over the data axis
   epoch_order: Any  # jitted (shuffle_key, epoch) -> [steps, batch] indices
-  shuffle_key: jax.Array
-  example_key: jax.Array  # per epoch and example: dropout masks and augmentations
-  chunks: list  # (first step, end step) of each compiled call in an epoch
-  train_chunk: Any = None  # jitted fn(state, images, labels, order, key) -> (state, sums)
-  train_chunks: dict = dataclasses.field(default_factory=dict)  # length -> compiled chunk
-  evaluators: dict = dataclasses.field(default_factory=dict)  # split -> compiled evaluate
-  compile_seconds: float = 0.0
-  data_seconds: float = 0.0  # reading the splits (from the array cache once prepared)
+  seconds: float  # reading the splits (from the array cache once prepared)
 
   @property
   def num_train(self) -> int:
     return len(self.splits.train['label'])
 
+
+@dataclasses.dataclass(frozen=True)
+class Learner:
+  """The model and its optimizer: the graph, the update rule and the initial state."""
+
+  graphdef: Any
+  tx: optax.GradientTransformation
+  schedule: Any  # step -> learning rate
+  initial_state: steps.TrainState  # replicated on the mesh
+  summary: str  # the Keras-style model summary
+
+
+@dataclasses.dataclass(frozen=True)
+class Programs:
+  """The compiled training calls (by length in steps) and evaluations (by split)."""
+
+  train_calls: dict  # length -> fn(state, images, labels, order, key) -> (state, sums)
+  evaluators: dict  # split -> fn(state, images, labels, order) -> sums
+  seconds: float  # compiling them
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """A config made concrete: its mesh, data, model and optimizer, and its calls per epoch."""
+
+  config: Any
+  mesh: jax.sharding.Mesh
+  data: Data
+  learner: Learner
+  calls: tuple  # (first step, end step) of each compiled call in an epoch
+
+  @property
+  def num_train(self) -> int:
+    return self.data.num_train
+
   @property
   def steps_per_epoch(self) -> int:
-    return self.chunks[-1][1]
+    return self.calls[-1][1]
 
-  def chunks_from(self, step_in_epoch: int) -> list:
+  def calls_from(self, step_in_epoch: int) -> list:
     """The epoch's compiled calls from step_in_epoch on (a resumed run may start mid-call)."""
-    ends = [b for _, b in self.chunks if b > step_in_epoch]
+    ends = [b for _, b in self.calls if b > step_in_epoch]
     return list(zip([step_in_epoch, *ends[:-1]], ends, strict=True))
-
-  def compiled_chunk(self, length: int):
-    """train_chunk compiled for `length` steps (compiled on first use, time counted)."""
-    if length not in self.train_chunks:
-      start = time.perf_counter()
-      order = self.epoch_order(self.shuffle_key, 0)[:length]
-      args = (self.state, *self.arrays['train'], order, self.example_key)
-      self.train_chunks[length] = self.train_chunk.lower(*args).compile()
-      self.compile_seconds += time.perf_counter() - start
-    return self.train_chunks[length]
 
 
 def use_compilation_cache(directory: str) -> None:
@@ -110,89 +122,81 @@ def setup(config) -> Experiment:
   del model  # from here on the model lives as (graphdef, state) on the mesh
 
   replicated = parallel.replicated(mesh)
-  state = parallel.put(state, replicated)
   named = {'train': splits.train, 'validation': splits.validation}
   if not splits.validation_is_test:
     named['test'] = splits.test
-  arrays = {k: parallel.put((v['image'], v['label']), replicated) for k, v in named.items()}
   order_sharding = parallel.batch_sharded(mesh, batch_axis=1)
   eval_batch = -(-config.eval_batch_size // mesh.size) * mesh.size  # padded: any size works
-  eval_orders = {
-    k: parallel.put(steps.batch_order(len(v['label']), eval_batch), order_sharding)
-    for k, v in named.items()
-    if k != 'train'
-  }
-  epoch_order = jax.jit(
-    functools.partial(steps.epoch_order, num_examples=num_train, batch_size=config.batch_size),
-    out_shardings=order_sharding,
-  )
-  shuffle_key, example_key = run_keys(config.seed)
-  return Experiment(
-    config=config,
-    mesh=mesh,
+  data = Data(
     splits=splits,
-    model_summary=model_summary,
+    arrays={k: parallel.put((v['image'], v['label']), replicated) for k, v in named.items()},
+    eval_orders={
+      k: parallel.put(steps.batch_order(len(v['label']), eval_batch), order_sharding)
+      for k, v in named.items()
+      if k != 'train'
+    },
+    epoch_order=jax.jit(
+      functools.partial(steps.epoch_order, num_examples=num_train, batch_size=config.batch_size),
+      out_shardings=order_sharding,
+    ),
+    seconds=data_seconds,
+  )
+  learner = Learner(
     graphdef=graphdef,
     tx=tx,
     schedule=optim.learning_rate_schedule(config.optimizer, steps_per_epoch, config.num_epochs),
-    state=state,
-    arrays=arrays,
-    eval_orders=eval_orders,
-    epoch_order=epoch_order,
-    shuffle_key=shuffle_key,
-    example_key=example_key,
-    chunks=_chunks(config, steps_per_epoch),
-    data_seconds=data_seconds,
+    initial_state=parallel.put(state, replicated),
+    summary=model_summary,
   )
+  return Experiment(config, mesh, data, learner, calls_per_epoch(config, steps_per_epoch))
 
 
-def _chunks(config, steps_per_epoch: int) -> list:
+def calls_per_epoch(config, steps_per_epoch: int) -> tuple:
+  """(first, end) step of each compiled call: config.steps_per_call each (0: the whole epoch).
+
+  Set by the config alone, so a run computes the same whether or not a terminal shows a bar.
+  """
   size = config.steps_per_call or steps_per_epoch
-  if not config.steps_per_call and progress.shows_bar(config.progress):
-    size = -(-steps_per_epoch // progress.BAR_UPDATES_PER_EPOCH)  # a bar that moves
   if config.checkpoint.every_steps:  # a save can only happen between compiled calls
     size = min(size, config.checkpoint.every_steps)
-  return [(a, min(a + size, steps_per_epoch)) for a in range(0, steps_per_epoch, size)]
+  return tuple((a, min(a + size, steps_per_epoch)) for a in range(0, steps_per_epoch, size))
 
 
-def compile_evaluators(exp: Experiment) -> None:
-  """Compiles evaluation ahead of time; equal-sized splits share one executable."""
+def compile_programs(exp: Experiment, *, train: bool = True, resume_at: int = 0) -> Programs:
+  """Compiles ahead of time the epoch's training calls (and, resuming at a step inside an
+  epoch, the shorter first call) and the evaluations; equal-sized splits share an executable.
+  """
   start = time.perf_counter()
-  wrap = parallel.pmap_evaluate if exp.config.parallel == 'pmap' else parallel.shard_evaluate
-  evaluate = steps.make_evaluate(
-    exp.graphdef, augmenter(exp.config.eval_augment), jnp.dtype(exp.config.dtype)
+  config, mesh, data, learner = exp.config, exp.mesh, exp.data, exp.learner
+  state = learner.initial_state
+  train_calls = {}
+  if train:
+    train_chunk = steps.make_train_chunk(
+      learner.graphdef,
+      learner.tx,
+      augmenter(config.augment),
+      skip_nonfinite=config.on_nonfinite == 'skip_step',
+      compute_dtype=jnp.dtype(config.dtype),
+    )
+    train_chunk = parallel.train_program(train_chunk, mesh, config.parallel)
+    shuffle_key, example_key = run_keys(config.seed)
+    order = data.epoch_order(shuffle_key, 0)
+    for a, b in [*exp.calls, *exp.calls_from(resume_at % exp.steps_per_epoch)]:
+      if b - a not in train_calls:
+        args = (state, *data.arrays['train'], order[: b - a], example_key)
+        train_calls[b - a] = train_chunk.lower(*args).compile()
+  evaluate_fn = parallel.evaluate_program(
+    steps.make_evaluate(learner.graphdef, augmenter(config.eval_augment), jnp.dtype(config.dtype)),
+    mesh,
+    config.parallel,
   )
-  evaluate = wrap(evaluate, exp.mesh)
-  by_shape = {}
-  for name, order in exp.eval_orders.items():
-    shapes = (exp.arrays[name][0].shape, order.shape)
+  by_shape, evaluators = {}, {}
+  for name, order in data.eval_orders.items():
+    shapes = (data.arrays[name][0].shape, order.shape)
     if shapes not in by_shape:
-      by_shape[shapes] = evaluate.lower(exp.state, *exp.arrays[name], order).compile()
-    exp.evaluators[name] = by_shape[shapes]
-  exp.compile_seconds += time.perf_counter() - start
-
-
-def compile_training(exp: Experiment) -> None:
-  """Compiles the training calls of an epoch ahead of time: compile time is reported apart."""
-  train_chunk = steps.make_train_chunk(
-    exp.graphdef,
-    exp.tx,
-    augmenter(exp.config.augment),
-    skip_nonfinite=exp.config.on_nonfinite == 'skip_step',
-    compute_dtype=jnp.dtype(exp.config.dtype),
-  )
-  wrap = parallel.pmap_train_chunk if exp.config.parallel == 'pmap' else parallel.shard_train_chunk
-  exp.train_chunk = wrap(train_chunk, exp.mesh)
-  for a, b in exp.chunks:
-    exp.compiled_chunk(b - a)
-  compile_evaluators(exp)
-
-
-def build(config) -> Experiment:
-  """setup() and compile_training(): an experiment ready to train from its initial state."""
-  exp = setup(config)
-  compile_training(exp)
-  return exp
+      by_shape[shapes] = evaluate_fn.lower(state, *data.arrays[name], order).compile()
+    evaluators[name] = by_shape[shapes]
+  return Programs(train_calls, evaluators, time.perf_counter() - start)
 
 
 def run_keys(seed: int):
@@ -209,9 +213,10 @@ def augmenter(chain_config):
   return lambda keys_B, images: augment.augment_batch(chain, keys_B, images)
 
 
-def evaluate(exp: Experiment, state, split: str) -> dict:
+def evaluate(exp: Experiment, programs: Programs, state, split: str) -> dict:
   """{'loss', 'accuracy'} over the whole split ('validation' or 'test')."""
-  if split == 'test' and exp.splits.validation_is_test:
+  if split == 'test' and exp.data.splits.validation_is_test:
     split = 'validation'
-  sums = exp.evaluators[split](state, *exp.arrays[split], exp.eval_orders[split])
+  data = exp.data
+  sums = programs.evaluators[split](state, *data.arrays[split], data.eval_orders[split])
   return steps.means(jax.device_get(sums))

@@ -103,24 +103,29 @@ def check_divisible(batch_size: int, mesh: Mesh, what: str = 'batch_size') -> No
     )
 
 
-def shard_train_chunk(train_chunk, mesh: Mesh):
-  """jit(shard_map) of steps.make_train_chunk's fn: state replicated and donated, order sharded."""
+def sharded(per_device_fn, mesh: Mesh, in_specs, out_specs, donate_argnums=()):
+  """jit(shard_map): the one way a per-device fn becomes a program over the mesh."""
   return xla_options.jit(
-    data_parallel(
-      train_chunk,
-      mesh,
-      in_specs=(P(), P(), P(), P(None, DATA_AXIS), P()),
-      out_specs=(P(), P()),
-    ),
-    donate_argnums=0,
+    data_parallel(per_device_fn, mesh, in_specs, out_specs), donate_argnums=donate_argnums
   )
 
 
-def shard_evaluate(evaluate, mesh: Mesh):
-  """jit(shard_map) of steps.make_evaluate's fn: state and data replicated, order sharded."""
-  return xla_options.jit(
-    data_parallel(evaluate, mesh, in_specs=(P(), P(), P(), P(None, DATA_AXIS)), out_specs=P())
-  )
+def train_program(train_chunk, mesh: Mesh, mode: str = 'sharded'):
+  """steps.make_train_chunk's fn over the mesh: state replicated and donated, order sharded.
+
+  mode: 'sharded' (jit of shard_map) or 'pmap' (the design card's jax.pmap); same results.
+  """
+  if mode == 'pmap':
+    return _pmapped(train_chunk, mesh, num_args=5, out_axes=(None, None), donate_argnums=0)
+  in_specs = (P(), P(), P(), P(None, DATA_AXIS), P())
+  return sharded(train_chunk, mesh, in_specs, out_specs=(P(), P()), donate_argnums=0)
+
+
+def evaluate_program(evaluate, mesh: Mesh, mode: str = 'sharded'):
+  """steps.make_evaluate's fn over the mesh: state and data replicated, order sharded."""
+  if mode == 'pmap':
+    return _pmapped(evaluate, mesh, num_args=4, out_axes=None)
+  return sharded(evaluate, mesh, in_specs=(P(), P(), P(), P(None, DATA_AXIS)), out_specs=P())
 
 
 def _pmapped(per_device_fn, mesh: Mesh, num_args: int, out_axes, donate_argnums=()):
@@ -143,13 +148,3 @@ def _pmapped(per_device_fn, mesh: Mesh, num_args: int, out_axes, donate_argnums=
     return mapped(*args[:3], order, *args[4:])
 
   return xla_options.jit(call, donate_argnums=donate_argnums)
-
-
-def pmap_train_chunk(train_chunk, mesh: Mesh):
-  """The design card's pmapped step: pmap of steps.make_train_chunk's fn, state donated."""
-  return _pmapped(train_chunk, mesh, num_args=5, out_axes=(None, None), donate_argnums=0)
-
-
-def pmap_evaluate(evaluate, mesh: Mesh):
-  """pmap of steps.make_evaluate's fn, with the same arguments as shard_evaluate's."""
-  return _pmapped(evaluate, mesh, num_args=4, out_axes=None)

@@ -3,7 +3,6 @@
 import sys
 
 BAR_WIDTH = 30
-BAR_UPDATES_PER_EPOCH = 10  # compiled calls per epoch when a bar is shown and none are set
 
 
 def shows_bar(mode: str, stream=None) -> bool:

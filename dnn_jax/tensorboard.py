@@ -140,7 +140,7 @@ class Writer:
   """A run's scalars, test result and hparams, in an events file of its own."""
 
   def __init__(self, workdir, exp, run):
-    """Opens <workdir>/tensorboard for exp (an Experiment) at run's (a train.Progress) step."""
+    """Opens <workdir>/tensorboard for exp (an Experiment) at run's (a trainer.Progress) step."""
     self._steps_per_epoch, self._num_train = exp.steps_per_epoch, exp.num_train
     self._file = None
     if jax.process_index() != 0:

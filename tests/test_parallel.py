@@ -39,12 +39,11 @@ def train_mnist_steps(mnist, num_devices, num_steps=6, mode='sharded'):
   labels = jax.device_put(mnist.train['label'][:2000], replicated)
   order = steps.epoch_order(jax.random.key(0), 0, 2000, 128)[:num_steps]
   order = jax.device_put(order, parallel.batch_sharded(mesh, 1))
-  wrap = parallel.pmap_train_chunk if mode == 'pmap' else parallel.shard_train_chunk
-  train = wrap(steps.make_train_chunk(graphdef, tx), mesh)
+  train = parallel.train_program(steps.make_train_chunk(graphdef, tx), mesh, mode)
   state, sums = train(state, images, labels, order, jax.random.key(5))
-  evaluate = parallel.pmap_evaluate if mode == 'pmap' else parallel.shard_evaluate
   eval_order = jax.device_put(steps.batch_order(1000, 200), parallel.batch_sharded(mesh, 1))
-  eval_sums = evaluate(steps.make_evaluate(graphdef), mesh)(state, images, labels, eval_order)
+  evaluate = parallel.evaluate_program(steps.make_evaluate(graphdef), mesh, mode)
+  eval_sums = evaluate(state, images, labels, eval_order)
   return jax.device_get(state.params), jax.device_get(
     {**sums, **{f'eval_{k}': v for k, v in eval_sums.items()}}
   )

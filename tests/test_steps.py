@@ -47,7 +47,7 @@ def tiny_setup(dropout=0.0):
 
 def params_after(order_SxB, mesh, dropout=0.0):
   graphdef, tx, state, images, labels = tiny_setup(dropout)
-  train = parallel.shard_train_chunk(steps.make_train_chunk(graphdef, tx), mesh)
+  train = parallel.train_program(steps.make_train_chunk(graphdef, tx), mesh)
   state, sums = train(state, images, labels, jnp.asarray(order_SxB, jnp.int32), jax.random.key(1))
   return state, jax.device_get(sums)
 
@@ -70,7 +70,7 @@ def test_train_chunk_takes_one_step_per_batch_and_learns():
   state, sums = params_after(order, mesh)
   assert int(state.step) == 30
   graphdef, _, initial, images, labels = tiny_setup()
-  evaluate = parallel.shard_evaluate(steps.make_evaluate(graphdef), mesh)
+  evaluate = parallel.evaluate_program(steps.make_evaluate(graphdef), mesh)
   eval_order = steps.batch_order(12, 5)
   before = steps.means(jax.device_get(evaluate(initial, images, labels, eval_order)))
   after = steps.means(jax.device_get(evaluate(state, images, labels, eval_order)))
@@ -80,7 +80,7 @@ def test_train_chunk_takes_one_step_per_batch_and_learns():
 
 def test_evaluate_equals_numpy_on_a_padded_split():
   graphdef, _, state, images, labels = tiny_setup()
-  evaluate = parallel.shard_evaluate(steps.make_evaluate(graphdef), parallel.make_mesh(1))
+  evaluate = parallel.evaluate_program(steps.make_evaluate(graphdef), parallel.make_mesh(1))
   sums = jax.device_get(evaluate(state, images, labels, steps.batch_order(12, 5)))
   model = nnx.merge(graphdef, state.params, state.model_state)
   logits = np.asarray(model(steps.to_inputs(images)), np.float64)
@@ -100,7 +100,7 @@ def poisoned_setup(skip_nonfinite):
   images = np.asarray(images, np.float32)
   images[5, 0, 0, 0] = np.nan  # example 5 poisons the loss of the batch that holds it
   chunk = steps.make_train_chunk(graphdef, tx, skip_nonfinite=skip_nonfinite)
-  return state, images, labels, parallel.shard_train_chunk(chunk, parallel.make_mesh(1))
+  return state, images, labels, parallel.train_program(chunk, parallel.make_mesh(1))
 
 
 def test_a_non_finite_loss_is_reported_with_its_step():
@@ -145,9 +145,9 @@ def test_bfloat16_compute_keeps_float32_params_and_tracks_float32():
   results = {}
   for dtype in (jnp.float32, jnp.bfloat16):
     chunk = steps.make_train_chunk(graphdef, tx, compute_dtype=dtype)
-    train = parallel.shard_train_chunk(chunk, mesh)
+    train = parallel.train_program(chunk, mesh)
     new, sums = train(jax.tree.map(jnp.copy, state), images, labels, order, jax.random.key(1))
-    evaluate = parallel.shard_evaluate(steps.make_evaluate(graphdef, compute_dtype=dtype), mesh)
+    evaluate = parallel.evaluate_program(steps.make_evaluate(graphdef, compute_dtype=dtype), mesh)
     eval_sums = evaluate(new, images, labels, steps.batch_order(12, 4))
     results[dtype] = (new, jax.device_get(sums), jax.device_get(eval_sums))
   (f32, f32_sums, f32_eval), (bf16, bf16_sums, bf16_eval) = results.values()

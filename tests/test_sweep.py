@@ -10,7 +10,7 @@ import pytest
 from conftest import run_python
 from PIL import Image
 
-from dnn_jax import experiment
+from dnn_jax import experiment, trainer
 from dnn_jax.errors import ConfigError
 from dnn_jax.models import layers
 from dnn_jax.sweep import run, space, study, vmapped
@@ -75,10 +75,16 @@ def trial_configs():
   return [space.trial_config(config, t) for t in trials]
 
 
+def run_alone(config):
+  """One trial as dnn_jax trains any run (a Trainer, in memory): (last epoch, final state)."""
+  run = trainer.build(config)
+  return run.fit()['history'][-1], run.state
+
+
 @pytest.mark.slow
 def test_vmapped_trials_equal_the_same_trials_run_alone():
   configs = trial_configs()
-  alone = [vmapped.run_alone(c) for c in configs]
+  alone = [run_alone(c) for c in configs]
   exp = experiment.setup(configs[0])
   # Seed 0 twice: one data order and dropout keys for both; then three trials, two seeds.
   for members in (configs[:2], configs):

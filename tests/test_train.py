@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from dnn_jax import checkpoint, experiment, train
+from dnn_jax import checkpoint, experiment, train, trainer
 from dnn_jax.errors import ConfigError, NonFiniteError, UserError
 
 HISTORY_KEYS = {'epoch', 'loss', 'accuracy', 'val_loss', 'val_accuracy', 'seconds'}
@@ -136,23 +136,33 @@ def test_skip_step_leaves_out_non_finite_steps_and_reports_them(base_config, tmp
 
 
 def test_a_state_with_inf_params_is_never_checkpointed(base_config, tmp_path):
-  exp = experiment.setup(small_config(base_config))
-  state = exp.state.replace(params=jax.tree.map(lambda x: x.at[0].set(np.inf), exp.state.params))
   ckpts = checkpoint.Checkpoints(tmp_path)
-  run = train.Progress(step=30)
+  run = trainer.Trainer(experiment.setup(small_config(base_config)), checkpoints=ckpts)
+  finite = run.state
+  run.progress.step = 30
+  run.state = finite.replace(params=jax.tree.map(lambda x: x.at[0].set(np.inf), finite.params))
   with pytest.raises(NonFiniteError, match=r'^non-finite params at step 30 \(epoch 2\); lower'):
-    train._save(exp, ckpts, state, run)
-  train._save(exp, ckpts, exp.state, run)  # the finite one is saved
+    run.save()
+  run.state = finite
+  run.save()  # the finite one is saved
   ckpts.close()
   assert ckpts.all_steps() == [30]
 
 
-def test_a_resumed_epoch_starts_mid_call_and_keeps_the_call_boundaries(base_config):
+def test_the_call_length_is_the_configs_alone_and_a_resumed_epoch_keeps_its_boundaries(
+  base_config,
+):
   exp = experiment.setup(small_config(base_config, steps_per_call=10))  # 24 steps per epoch
-  assert exp.chunks == [(0, 10), (10, 20), (20, 24)]
-  assert exp.chunks_from(0) == exp.chunks
-  assert exp.chunks_from(13) == [(13, 20), (20, 24)]
-  assert exp.chunks_from(20) == [(20, 24)]
+  assert exp.calls == ((0, 10), (10, 20), (20, 24))
+  assert exp.calls_from(0) == list(exp.calls)
+  assert exp.calls_from(13) == [(13, 20), (20, 24)]
+  assert exp.calls_from(20) == [(20, 24)]
+  for progress in ('bar', 'lines', 'auto'):  # a terminal changes nothing that is computed
+    whole = experiment.calls_per_epoch(small_config(base_config, progress=progress), 24)
+    assert whole == ((0, 24),)
+  with_saves = small_config(base_config, steps_per_call=10)
+  with_saves.checkpoint.every_steps = 4  # a save can only happen between calls
+  assert experiment.calls_per_epoch(with_saves, 24)[:2] == ((0, 4), (4, 8))
 
 
 @pytest.mark.slow

@@ -4,8 +4,8 @@ Trials whose configs differ only in seed, model.dropout and optimizer.learning_r
 model's graph. Each trial's dropout rate is a KeepProbability in its model state and its
 learning rate scales its updates from its optimizer state, so both are traced inputs: a vmap
 of steps.make_train_chunk over the stacked states trains them all in one compiled program.
-Every trial draws its data order and dropout keys from its seed exactly as experiment.setup
-does, so a trial trains as it would alone (tests/test_sweep.py checks it).
+Every trial draws its data order and dropout keys from its seed exactly as a Trainer does, so
+a trial trains as it would alone (tests/test_sweep.py checks it against dnn_jax.trainer).
 """
 
 import dataclasses
@@ -18,11 +18,10 @@ import optax
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from dnn_jax import experiment, models, optim, parallel, steps, xla_options
+from dnn_jax import experiment, metrics, models, optim, parallel, steps
 from dnn_jax.models import layers
 
 TRACED = ('seed', 'model.dropout', 'optimizer.learning_rate')  # may differ within a group
-METRIC_SUMS = ('loss', 'correct', 'count', 'nonfinite')
 
 
 def shape_key(config) -> str:
@@ -84,8 +83,8 @@ def build_group(exp: experiment.Experiment, trial_configs: list) -> Group:
   for config in trial_configs:
     model = models.create(
       type(first.model)(model_config),
-      input_shape=exp.splits.image_shape,
-      num_classes=exp.splits.num_classes,
+      input_shape=exp.data.splits.image_shape,
+      num_classes=exp.data.splits.num_classes,
       seed=config.seed,
     )
     for _, module in nnx.iter_graph(model):
@@ -110,7 +109,7 @@ def _epoch_inputs(exp: experiment.Experiment, group: Group, epoch: int):
   orders, keys = [], []
   for config in configs:
     shuffle_key, example_key = experiment.run_keys(config.seed)
-    orders.append(exp.epoch_order(shuffle_key, epoch))
+    orders.append(exp.data.epoch_order(shuffle_key, epoch))
     keys.append(jax.random.fold_in(example_key, epoch))
   if group.shared_seed:
     return orders[0], keys[0]
@@ -137,27 +136,22 @@ def compile_group(exp: experiment.Experiment, group: Group, cache: dict | None =
   per_device = jax.vmap(chunk, in_axes=(0, None, None, batched, batched))
   trial_axis = () if group.shared_seed else (None,)
   order_spec = P(*trial_axis, None, parallel.DATA_AXIS)
-  train = xla_options.jit(
-    parallel.data_parallel(
-      per_device, exp.mesh, in_specs=(P(), P(), P(), order_spec, P()), out_specs=(P(), P())
-    ),
-    donate_argnums=0,
+  train = parallel.sharded(
+    per_device, exp.mesh, (P(), P(), P(), order_spec, P()), (P(), P()), donate_argnums=0
   )
   order, keys = _epoch_inputs(exp, group, 0)
-  group.train = train.lower(group.state, *exp.arrays['train'], order, keys).compile()
+  group.train = train.lower(group.state, *exp.data.arrays['train'], order, keys).compile()
   evaluate = steps.make_evaluate(
     group.graphdef, experiment.augmenter(config.eval_augment), jnp.dtype(config.dtype)
   )
-  evaluate = xla_options.jit(
-    parallel.data_parallel(
-      jax.vmap(evaluate, in_axes=(0, None, None, None)),
-      exp.mesh,
-      in_specs=(P(), P(), P(), P(None, parallel.DATA_AXIS)),
-      out_specs=P(),
-    )
+  evaluate = parallel.sharded(
+    jax.vmap(evaluate, in_axes=(0, None, None, None)),
+    exp.mesh,
+    in_specs=(P(), P(), P(), P(None, parallel.DATA_AXIS)),
+    out_specs=P(),
   )
-  for name, eval_order in exp.eval_orders.items():
-    args = (group.state, *exp.arrays[name], eval_order)
+  for name, eval_order in exp.data.eval_orders.items():
+    args = (group.state, *exp.data.arrays[name], eval_order)
     group.evaluators[name] = evaluate.lower(*args).compile()
   group.compile_seconds = time.perf_counter() - start
   if cache is not None:
@@ -167,16 +161,16 @@ def compile_group(exp: experiment.Experiment, group: Group, cache: dict | None =
 def train_epoch(exp: experiment.Experiment, group: Group, epoch: int) -> dict:
   """One epoch of every trial; the fetched metric sums, each with a leading trial axis."""
   order, keys = _epoch_inputs(exp, group, epoch)
-  group.state, sums = group.train(group.state, *exp.arrays['train'], order, keys)
+  group.state, sums = group.train(group.state, *exp.data.arrays['train'], order, keys)
   return jax.device_get(sums)
 
 
 def evaluate(exp: experiment.Experiment, group: Group, split: str) -> list:
   """Per trial {'loss', 'accuracy'} on 'validation' or 'test'."""
-  if split == 'test' and exp.splits.validation_is_test:
+  if split == 'test' and exp.data.splits.validation_is_test:
     split = 'validation'
   sums = jax.device_get(
-    group.evaluators[split](group.state, *exp.arrays[split], exp.eval_orders[split])
+    group.evaluators[split](group.state, *exp.data.arrays[split], exp.data.eval_orders[split])
   )
   return [steps.means({k: v[i] for k, v in sums.items()}) for i in range(group.size)]
 
@@ -194,10 +188,10 @@ def run_group(exp: experiment.Experiment, trial_configs: list, cache: dict | Non
 
 def _results(exp, group: Group, sums: dict, train_seconds: float) -> list:
   val = evaluate(exp, group, 'validation')
-  test = None if exp.splits.validation_is_test else evaluate(exp, group, 'test')
+  test = None if exp.data.splits.validation_is_test else evaluate(exp, group, 'test')
   return [
     _result(
-      {k: sums[k][i] for k in METRIC_SUMS},
+      {k: sums[k][i] for k in metrics.SUMS},
       val[i],
       test and test[i],
       train_seconds / group.size,
@@ -210,12 +204,8 @@ def _results(exp, group: Group, sums: dict, train_seconds: float) -> list:
 
 def _result(sums, val, test, train_seconds, compile_seconds, group_size) -> dict:
   """A trial's row: the last epoch's training metrics, validation (and test) metrics, times."""
-  train = steps.means(sums)
   result = {
-    'loss': train['loss'],
-    'accuracy': train['accuracy'],
-    'val_loss': val['loss'],
-    'val_accuracy': val['accuracy'],
+    **metrics.epoch_metrics(sums, val),
     'train_seconds': train_seconds,
     'compile_seconds': compile_seconds,
     'group_size': group_size,
@@ -224,25 +214,3 @@ def _result(sums, val, test, train_seconds, compile_seconds, group_size) -> dict
   if test is not None:
     result['test_accuracy'] = test['accuracy']
   return result
-
-
-def run_alone(trial_config) -> tuple[dict, steps.TrainState]:
-  """One trial through experiment.setup and compile_training, as dnn_jax.train runs it.
-
-  The reference the vmapped groups are measured and tested against: (result, final state).
-  """
-  exp = experiment.setup(trial_config)
-  experiment.compile_training(exp)
-  state = exp.state
-  start = time.perf_counter()
-  for epoch in range(trial_config.num_epochs):
-    order = exp.epoch_order(exp.shuffle_key, epoch)
-    epoch_key = jax.random.fold_in(exp.example_key, epoch)
-    totals = dict.fromkeys(METRIC_SUMS, 0.0)
-    for a, b in exp.chunks:
-      state, sums = exp.compiled_chunk(b - a)(state, *exp.arrays['train'], order[a:b], epoch_key)
-      totals = {k: totals[k] + float(v) for k, v in jax.device_get(sums).items() if k in totals}
-  train_seconds = time.perf_counter() - start
-  val = experiment.evaluate(exp, state, 'validation')
-  test = None if exp.splits.validation_is_test else experiment.evaluate(exp, state, 'test')
-  return _result(totals, val, test, train_seconds, exp.compile_seconds, 1), state
