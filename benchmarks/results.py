@@ -1,4 +1,4 @@
-"""Writes benchmarks/RESULTS.md, its ratio chart and the README's summary from the records.
+"""Writes benchmarks/RESULTS.md and its ratio chart from the records: every measured number.
 
 Usage: python -m benchmarks.results [--records benchmarks/records.jsonl] [--out benchmarks]
 
@@ -7,7 +7,7 @@ and `benchmarks.fit_check --record`; each carries its date, commit, machine (CPU
 family/model, features), library versions and command. For every machine and experiment the
 newest throughput run is summarized against its fastest peer, per dtype; every run is then
 listed in full. The chart shows dnn_jax's speed-up over the fastest peer of each summary row.
-The README's block between the two `results` markers gets the summary table too.
+With --readme FILE, FILE's block between the two `results` markers gets the summary table.
 """
 
 import pathlib
@@ -23,8 +23,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 FLAGS = flags.FLAGS
 flags.DEFINE_string('records', str(records.DEFAULT_PATH), 'The records file (JSON lines).')
 flags.DEFINE_string('out', str(pathlib.Path(__file__).parent), 'Where RESULTS.md and the PNG go.')
-flags.DEFINE_string('readme', str(pathlib.Path(__file__).parents[1] / 'README.md'),
-                    "A file whose results block gets the summary ('' = none).")  # fmt: skip
+flags.DEFINE_string('readme', '', "A file whose results block gets the summary ('' = none).")
 
 CHART = 'ratios.png'
 README_BLOCK = ('<!-- results:start (written by python -m benchmarks.results) -->',

@@ -128,7 +128,8 @@ def check(optimizer_config) -> None:
   if unknown:
     raise ConfigError(
       f'config.optimizer.{unknown[0]} is not an argument of optimizer '
-      f'{optimizer_config.name!r}; it takes {", ".join(sorted(accepted)) or "none"}'
+      f'{optimizer_config.name!r}; it takes {", ".join(sorted(accepted)) or "none"} (to switch '
+      f'optimizers, set config.optimizer = optim.optimizer_config(...) in an experiment file)'
     )
 
 

@@ -86,4 +86,4 @@ if __name__ == '__main__':
   FLAGS = flags.FLAGS
   config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
   flags.mark_flags_as_required(['config'])
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -12,12 +12,17 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tempfile
+
+from dnn_jax import files
 
 SOURCE = pathlib.Path(__file__).with_name('onednn_conv.cc')
 LIBRARY = pathlib.Path(__file__).with_name('_build') / 'libdnn_jax_onednn.so'
 WHEELS = 'onednn-cpu-gomp==2023.2.0 onednn-devel-cpu-gomp==2023.2.0'
 FALLBACK = "dnn_jax will use XLA's convolutions"
+
+
+class _CompileFailed(Exception):
+  """The compiler's output, when it fails."""
 
 
 def onednn_prefix() -> pathlib.Path:
@@ -61,21 +66,17 @@ def build(output: pathlib.Path = LIBRARY, force: bool = False) -> int:
     print(f'dnn_jax: {lack}; skipped the oneDNN kernels, {FALLBACK}')
     return 0
   output.parent.mkdir(parents=True, exist_ok=True)
-  # A temporary name in the same directory, renamed when complete: a failed or interrupted
-  # build never leaves a half-written library where the loader looks.
-  fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f'.{output.name}.', suffix='.tmp')
-  os.close(fd)
   try:
-    result = subprocess.run(command(compiler, pathlib.Path(tmp)), capture_output=True, text=True)
-    if result.returncode != 0:
-      sys.stderr.write(result.stdout + result.stderr)
-      print(f'dnn_jax: compiling {SOURCE.name} failed (above); {FALLBACK}', file=sys.stderr)
-      return 1
-    os.chmod(tmp, 0o755)  # mkstemp's 0600 otherwise
-    os.replace(tmp, output)
-  finally:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
+    # Built under a temporary name and renamed when complete: a failed or interrupted build
+    # never leaves a half-written library where the loader looks.
+    with files.atomic_path(output) as partial:
+      result = subprocess.run(command(compiler, partial), capture_output=True, text=True)
+      if result.returncode != 0:
+        raise _CompileFailed(result.stdout + result.stderr)
+  except _CompileFailed as failed:
+    sys.stderr.write(str(failed))
+    print(f'dnn_jax: compiling {SOURCE.name} failed (above); {FALLBACK}', file=sys.stderr)
+    return 1
   print(f'dnn_jax: built {output}')
   return 0
 

@@ -125,10 +125,10 @@ def available(dtype) -> bool:
 def preferred(dtype) -> bool:
   """Whether Conv2D's 'auto' takes oneDNN: available, and AVX-512 or AMX kernels here.
 
-  On AVX2 (AMD EPYC Zen 3) oneDNN trained ResNet-20 9% and mnist_cnn 2% faster than XLA with
-  forward_convs, with 11% slower evaluation and more memory: not enough to switch there.
+  On AVX2 (AMD EPYC Zen 3) oneDNN trained ResNet-20 and mnist_cnn only slightly faster than
+  XLA with forward_convs, with slower evaluation and more memory: not enough to switch there.
   oneDNN's AVX-512, AVX-512-BF16 and AMX kernels are its fastest, and XLA:CPU's bfloat16
-  matmuls on AMX ran at a fifth of oneDNN's.
+  matmuls on AMX measured far slower than oneDNN's.
   """
   return not why_unavailable(dtype) and cpu_isa().startswith('avx512')
 
@@ -162,7 +162,7 @@ def conv(x_BxHxWxC, kernel_KxKxCxF, strides: int, padding: str):
   """
   if kernel_KxKxCxF.shape[:2] == (1, 1) and strides > 1:
     # A strided 1x1 reads every strides-th pixel (no padding either way): slicing them out
-    # and running the stride-1 kernels was 1.4-1.7x faster than oneDNN's strided ones.
+    # and running the stride-1 kernels measured faster than oneDNN's strided ones.
     x_BxHxWxC, strides = x_BxHxWxC[:, ::strides, ::strides], 1
   return _conv(x_BxHxWxC, kernel_KxKxCxF, strides, padding)
 

@@ -83,7 +83,8 @@ def check_arguments(model_config) -> type[nnx.Module]:
   if unknown:
     raise ConfigError(
       f'config.model.{unknown[0]} is not an argument of {model_config.name!r}; '
-      f'it takes {", ".join(sorted(accepted)) or "none"}'
+      f'it takes {", ".join(sorted(accepted)) or "none"} (to switch models, set '
+      f'config.model = models.model_config(...) in an experiment file)'
     )
   return model
 

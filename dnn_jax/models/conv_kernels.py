@@ -59,10 +59,10 @@ def conv_as_matmul(x_BxHxWxC, kernel_KxKxCxF, strides: int, padding: str):
   """A convolution as shifted slices (im2col) and one matmul; equals lax.conv_general_dilated.
 
   On CPU, the convolutions JAX derives for lax.conv's gradients are slow (the kernel
-  gradient ~60x, inside a lax.scan slower still). Here the kernel gradient is one matmul
+  gradient most of all, inside a lax.scan slower still). Here the kernel gradient is one matmul
   with the patches, and the input gradient is a forward convolution, which XLA's CPU backend
-  runs fast: ~3x faster than the transpose of im2col (a matmul with a small inner dimension,
-  then adding the 9 shifted slices back).
+  runs fast: measured faster than the transpose of im2col (a matmul with a small inner
+  dimension, then adding the 9 shifted slices back).
   """
   k, _, c, f = kernel_KxKxCxF.shape
   patches_BxHxWxP = patches(x_BxHxWxC, k, strides, padding)
@@ -124,8 +124,8 @@ def conv_as_forward_convs(x_BxHxWxC, kernel_KxKxCxF, padding: str):
 
   XLA's CPU backend runs this form on its Eigen convolution kernels, also inside the training
   loop, where the kernel-gradient convolution JAX derives (non-canonical dimension numbers)
-  falls to a ~40x slower generic loop. Needs xla_options.compiler_options() on CPU: YNNPACK's
-  convolutions, XLA's default there, are ~1.3x slower than Eigen's for these shapes.
+  falls to a much slower generic loop. Needs xla_options.compiler_options() on CPU: YNNPACK's
+  convolutions, XLA's default there, measured slower than Eigen's for these shapes.
   """
   return _conv(x_BxHxWxC, kernel_KxKxCxF, padding)
 
@@ -155,8 +155,8 @@ def _windows(x_BxHxWxC, size: int):
 def max_pool(x_BxHxWxC, size: int):
   """Max over non-overlapping windows; equals lax.reduce_window max, gradient included.
 
-  XLA's max-pool gradient (select_and_scatter) is slow on CPU: ~8x this reshape and a mask,
-  and in the Keras cifar10 CNN it took a third of the step. Like select_and_scatter, the
+  XLA's max-pool gradient (select_and_scatter) is slow on CPU: much slower than this reshape
+  and a mask, and a large share of the Keras cifar10 CNN's step. Like select_and_scatter, the
   gradient goes to the first maximum of a window in row-major order.
   """
   return jnp.max(_windows(x_BxHxWxC, size), axis=(2, 4))
@@ -171,7 +171,7 @@ def _max_pool_bwd(size, residuals, g_BxHxWxC):
   x_BxHxWxC, y = residuals
   win = _windows(x_BxHxWxC, size)
   # The first hit in row-major window order, by a pass over the size * size offsets: a
-  # cumsum here lowers to XLA's reduce_window, ~1 ms per step in cifar10_cnn.
+  # cumsum here lowers to XLA's reduce_window, measured slower in cifar10_cnn.
   taken = jnp.zeros(y.shape, bool)
   rows = []
   for i in range(size):
@@ -193,6 +193,6 @@ def avg_pool(x_BxHxWxC, size: int):
   """Mean over non-overlapping windows; equals lax.reduce_window add / size**2.
 
   As a reshape and a mean the gradient is a broadcast: XLA's avg-pool gradient is a padded
-  reduce_window, in bfloat16 ResNet-20 the slowest kernel of the step (260 of 1,212 ms).
+  reduce_window, in bfloat16 ResNet-20 the slowest kernel of the step (by benchmarks.profile).
   """
   return jnp.mean(_windows(x_BxHxWxC, size), axis=(2, 4), dtype=jnp.float32).astype(x_BxHxWxC.dtype)

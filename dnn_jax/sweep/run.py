@@ -53,7 +53,7 @@ def _run_sweep(config, workdir: pathlib.Path) -> list[dict]:
   while (left := sweep.num_trials - len(study.finished(the_study))) > 0:
     batch = [the_study.ask(distributions) for _ in range(min(sweep.trials_per_batch, left))]
     trained += _train_batch(config, exp, the_study, batch, cache)
-    _write_outputs(config, the_study, workdir)  # the tables so far; plots (~2 s) at the end
+    _write_outputs(config, the_study, workdir)  # the tables so far; the slower plots at the end
   table = _write_outputs(config, the_study, workdir, with_plots=True)
   _print_summary(config, table, trained, time.perf_counter() - began, workdir)
   return table
