@@ -30,8 +30,11 @@ def _run(outside, *args):
   return result.stdout
 
 
-def test_summary_counts_the_new_model(outside):
-  stdout = _run(outside, '-m', 'dnn_jax.summary', '--config', str(outside / 'wrn_mnist.py'))
+def test_summary_counts_the_new_model(outside, monkeypatch, capsys):
+  from dnn_jax import summary
+
+  summary.print_summary(_experiment(outside, monkeypatch).get_config())
+  stdout = capsys.readouterr().out
   rows = [line for line in stdout.splitlines() if '(WideBlock)' in line]
   assert len(rows) == 3  # one block per stage at depth 10
   # By hand: stem 3*3*1*16+16; per block convs (+ projection) and 2 BNs (4 numbers a channel).
@@ -69,16 +72,10 @@ def test_trains_checkpoints_resumes_and_reports_the_new_model(outside, tmp_path)
 
 
 def test_the_diagram_walks_the_new_blocks_branches(outside, monkeypatch):
-  import importlib.util
-
   from dnn_jax import models
   from dnn_jax.report import diagram
 
-  monkeypatch.syspath_prepend(str(outside))
-  spec = importlib.util.spec_from_file_location('wrn_mnist', outside / 'wrn_mnist.py')
-  experiment = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(experiment)
-  config = experiment.get_config()
+  config = _experiment(outside, monkeypatch).get_config()
   model = models.create(config.model, input_shape=(28, 28, 1), num_classes=10, seed=0)
   graph = diagram.build_graph(model, (28, 28, 1))
   names = {node.name: node for node in graph.nodes}
@@ -87,3 +84,14 @@ def test_the_diagram_walks_the_new_blocks_branches(outside, monkeypatch):
   assert 'wide_block/projection' not in names  # 16 -> 16 channels, stride 1: identity
   projection = names['wide_block_1/projection']
   assert (projection.kind, projection.lane, projection.shape) == ('Conv2D', 1, '(None, 14, 14, 32)')
+
+
+def _experiment(outside, monkeypatch):
+  """The experiment module wrn_mnist.py, loaded from its file as config_flags does."""
+  import importlib.util
+
+  monkeypatch.syspath_prepend(str(outside))
+  spec = importlib.util.spec_from_file_location('wrn_mnist', outside / 'wrn_mnist.py')
+  experiment = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(experiment)
+  return experiment
