@@ -99,7 +99,7 @@ bench cifar10_cnn_bf16_b512 cifar10_cnn "${synthetic[@]}" --config.dtype=bfloat1
 bench "resnet$depth" cifar10_resnet110_aug "${synthetic[@]}" --config.model.depth="$depth" \
   --config.steps_per_call=$resnet_steps
 rm -rf "$OUT/mnist_mlp_run"
-$PY -m dnn_jax.main --config experiments/mnist_mlp.py --workdir "$OUT/mnist_mlp_run" \
+$PY -m dnn_jax.main --config experiments/mnist_mlp.py --workdir "$OUT/mnist_mlp_run" --noreport \
   --config.num_devices=1 --config.num_epochs="$epochs" --config.progress=lines "${data[@]}" \
   > "$OUT/mnist_mlp_run.log"
 

@@ -1,5 +1,6 @@
 """Config validation: every user mistake becomes one ConfigError line, before any compilation."""
 
+import copy
 import math
 import pathlib
 
@@ -66,6 +67,20 @@ def validated(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   augment.make_chain(config.augment)  # raises on an unknown op or parameter
   augment.make_chain(config.eval_augment)
   return config
+
+
+def from_saved(saved: dict) -> ml_collections.ConfigDict:
+  """A config as a checkpoint or metrics.json saved it, validated.
+
+  Keys that older dnn_jax versions wrote but never read are dropped, so their runs still
+  evaluate and report: `loss`, and every optimizer's arguments beside the one it named.
+  """
+  saved = copy.deepcopy(dict(saved))
+  saved.pop('loss', None)
+  optimizer = saved.get('optimizer', {})
+  taken = {*optim.SHARED_KEYS, *optim.arguments(optimizer.get('name', ''))}
+  saved['optimizer'] = {k: v for k, v in optimizer.items() if k in taken}
+  return validated(ml_collections.ConfigDict(saved))
 
 
 def create_model(config: ml_collections.ConfigDict, seed: int | None = None):

@@ -19,9 +19,8 @@ flags.mark_flags_as_required(['workdir'])
 def evaluate_checkpoint(workdir, which: str = 'latest') -> dict:
   """Restores a checkpoint of workdir, evaluates it, writes workdir/eval.json; returns that."""
   import jax
-  import ml_collections
 
-  from dnn_jax import checkpoint, experiment, trainer
+  from dnn_jax import checkpoint, configs, experiment, trainer
 
   workdir = pathlib.Path(workdir)
   source = checkpoint.open_saved(workdir)
@@ -29,7 +28,7 @@ def evaluate_checkpoint(workdir, which: str = 'latest') -> dict:
   if note:
     print(note)
   meta = source.read_meta(step)
-  config = ml_collections.ConfigDict(meta['config'])
+  config = configs.from_saved(meta['config'])
   if config.batch_size % len(jax.devices()):  # evaluation is per example: any count will do
     config.num_devices = 1
   else:

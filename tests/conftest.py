@@ -42,6 +42,25 @@ def pytest_configure(config):
     config.addinivalue_line('markers', f'{name}: {meaning}')
 
 
+# The modules holding CI's longest tests (make test prints the slowest 25), started first.
+LONGEST_FIRST = (
+  'test_gpu_script.py', 'test_throughput.py', 'test_new_model.py', 'test_multihost.py',
+  'test_experiments.py', 'test_resume.py',
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+  """The modules of LONGEST_FIRST first, then the rest in their usual order.
+
+  pytest-xdist hands tests out in this order: with the long ones first, the short ones at the
+  end fill both workers evenly, and no long test starts late and holds the run up alone.
+  Each module's tests stay together, so its module-scoped fixtures are built once per worker.
+  """
+  del config
+  rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept
+
+
 def pytest_unconfigure(config):
   del config
   if SESSION_CACHE:

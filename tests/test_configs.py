@@ -92,3 +92,17 @@ def test_stop_at_accuracy_is_off_by_default_and_optional_in_saved_configs():
   configs.validated(config)
   del config['stop_at_accuracy']  # a config saved in a checkpoint before the field existed
   configs.validated(config)
+
+
+def test_a_config_saved_by_an_older_version_still_loads():
+  import json
+
+  saved = json.loads(mnist_mlp.get_config().to_json())
+  saved['loss'] = 'softmax_cross_entropy'  # written, never read, before 2026-12-01
+  saved['optimizer'].update(rho=0.9, momentum=0.0, nesterov=False)  # the other optimizers'
+  config = configs.from_saved(saved)
+  assert 'loss' not in config and 'rho' not in config.optimizer
+  assert config.optimizer.beta_1 == 0.9 and config.optimizer.name == 'adam'
+  saved['optimizer']['name'] = 'adamz'
+  with pytest.raises(ConfigError, match="unknown optimizer 'adamz'"):
+    configs.from_saved(saved)

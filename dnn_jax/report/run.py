@@ -42,7 +42,7 @@ def load(workdir, which: str = 'best') -> Run:
   source = checkpoint.open_saved(workdir)
   step, chosen, note = checkpoint.choose_step(source, which)
   meta = source.read_meta(step)
-  config = configs.validated(ml_collections.ConfigDict(meta['config']))
+  config = configs.from_saved(meta['config'])
   splits = data_splits.load(config.data)
   # Shapes only: initializing the weights that the checkpoint replaces would compile and run
   # every initializer (seconds on a CPU).
