@@ -88,7 +88,7 @@ def measure(config, config_file: str, budget: steady.Budget, eval_repeats: int) 
   first, end = exp.calls[0]
   timed = steady.summary(train_step_seconds(run, budget), config.batch_size, budget)
   eval_seconds = median_seconds(lambda: run.evaluate('validation'), eval_repeats)
-  num_eval = len(exp.data.splits.validation['label'])
+  num_eval = exp.data.splits.size('validation')
   flops_per_sample = step_flops(run, end - first) / config.batch_size
   batch = config.batch_size // exp.mesh.size
   widest = max(config.model.get('hidden_sizes', (512,)))

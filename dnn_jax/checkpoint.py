@@ -53,8 +53,14 @@ class Checkpoints:
   """The checkpoints of one workdir: save, list, restore (falling back past broken ones)."""
 
   def __init__(
-    self, directory, max_to_keep: int = 3, async_save: bool = True, read_only: bool = False
+    self,
+    directory,
+    max_to_keep: int = 3,
+    async_save: bool = True,
+    read_only: bool = False,
+    stream: bool = False,
   ):
+    """stream: also save and restore a streaming run's data iterator (the item 'data')."""
     self.directory = pathlib.Path(directory).absolute()
     keep = policies.AnyPreservationPolicy(
       [
@@ -74,6 +80,10 @@ class Checkpoints:
     )
     handlers = {k: ocp.StandardCheckpointHandler() for k in ARRAY_ITEMS}
     handlers['meta'] = ocp.JsonCheckpointHandler()
+    if stream:  # grain's handler: one JSON file per process, as maxtext saves its iterators
+      from grain import checkpoint as grain_checkpoint
+
+      handlers['data'] = grain_checkpoint.CheckpointHandler()
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
     self._saving = None  # the step of the last save started
     self._unraisablehook = None
@@ -92,8 +102,12 @@ class Checkpoints:
     best = self.manager.best_step()  # ranked by _rank; the latest when none has metrics
     return best if best is not None and self.manager.metrics(best) else None
 
-  def save(self, state: steps.TrainState, meta: dict, metrics: dict | None = None) -> bool:
+  def save(
+    self, state: steps.TrainState, meta: dict, metrics: dict | None = None, stream=None
+  ) -> bool:
     """Starts saving state and meta at meta['step']; False if that step is already saved.
+
+    stream: a streaming run's train stream state (JSON), saved per process by grain's handler.
 
     metrics (epoch ends only): {'val_accuracy'} ranks the checkpoint for `best`. Raises
     DiskFullError, before writing anything, when the disk cannot hold it (and when a save
@@ -114,6 +128,12 @@ class Checkpoints:
     }
     if metrics is not None:
       metrics = {**metrics, 'step': step}
+    if stream is not None:
+      from grain import checkpoint as grain_checkpoint  # streaming runs only
+
+      from dnn_jax.data import stream as data_stream
+
+      items['data'] = grain_checkpoint.CheckpointSave(data_stream.SavedState(stream))
     self._saving = step
     with files.writing(self._activity()):
       self.manager.save(
@@ -136,6 +156,20 @@ class Checkpoints:
       f'saving checkpoint {step} in {self.directory}',
       f'it needs about {_kib(need)}, {_kib(free)} are free',
     )
+
+  def read_stream_state(self, step: int) -> dict | None:
+    """The data stream's state saved at step (this process's), or None if none was saved."""
+    if not (self.directory / str(step) / 'data').is_dir():  # saved by the device pipeline
+      return None
+    from grain import checkpoint as grain_checkpoint
+
+    from dnn_jax.data import stream as data_stream
+
+    restored = self.manager.restore(
+      step,
+      args=ocp.args.Composite(data=grain_checkpoint.CheckpointRestore(data_stream.SavedState())),
+    )
+    return restored['data'].value
 
   def read_meta(self, step: int) -> dict:
     """The JSON half of a checkpoint: progress, history and config."""

@@ -14,6 +14,9 @@ PROGRESS = ('auto', 'bar', 'lines')
 ON_NONFINITE = ('stop', 'skip_step')
 PARALLEL = ('sharded', 'pmap')
 DTYPES = ('float32', 'bfloat16')
+PIPELINES = ('device', 'grain', 'auto')
+# Keys added since older runs saved their configs, with the value those runs had in effect.
+ADDED = {'data': {'pipeline': 'device', 'device_budget_mb': 0, 'workers': 0}}
 
 
 def _choice(value, choices, key):
@@ -42,6 +45,9 @@ def validated(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _choice(config.on_nonfinite, ON_NONFINITE, 'on_nonfinite')
   _choice(config.parallel, PARALLEL, 'parallel')
   _choice(config.dtype, DTYPES, 'dtype')
+  _choice(config.data.pipeline, PIPELINES, 'data.pipeline')
+  for key in ('data.device_budget_mb', 'data.workers'):
+    _positive(config, key, allow_zero=True)
   _positive(config, 'optimizer.learning_rate', kind=(int, float))
   for key in ('batch_size', 'eval_batch_size', 'num_epochs'):
     _positive(config, key)
@@ -73,10 +79,13 @@ def from_saved(saved: dict) -> ml_collections.ConfigDict:
   """A config as a checkpoint or metrics.json saved it, validated.
 
   Keys that older dnn_jax versions wrote but never read are dropped, so their runs still
-  evaluate and report: `loss`, and every optimizer's arguments beside the one it named.
+  evaluate and report: `loss`, and every optimizer's arguments beside the one it named; keys
+  added since are filled in with the values those runs had in effect.
   """
   saved = copy.deepcopy(dict(saved))
   saved.pop('loss', None)
+  for section, added in ADDED.items():
+    saved[section] = {**added, **saved.get(section, {})}
   optimizer = saved.get('optimizer', {})
   taken = {*optim.SHARED_KEYS, *optim.arguments(optimizer.get('name', ''))}
   saved['optimizer'] = {k: v for k, v in optimizer.items() if k in taken}

@@ -110,29 +110,34 @@ def sharded(per_device_fn, mesh: Mesh, in_specs, out_specs, donate_argnums=()):
   )
 
 
-def train_program(train_chunk, mesh: Mesh, mode: str = 'sharded'):
+def train_program(train_chunk, mesh: Mesh, mode: str = 'sharded', streamed: bool = False):
   """steps.make_train_chunk's fn over the mesh: state replicated and donated, order sharded.
 
   mode: 'sharded' (jit of shard_map) or 'pmap' (the design card's jax.pmap); same results.
+  streamed: images and labels are the call's batches, sharded like the order (else the
+  device-resident split, replicated).
   """
   if mode == 'pmap':
-    return _pmapped(train_chunk, mesh, num_args=5, out_axes=(None, None), donate_argnums=0)
-  in_specs = (P(), P(), P(), P(None, DATA_AXIS), P())
+    split = (1, 2, 3) if streamed else (3,)
+    return _pmapped(train_chunk, mesh, 5, split, out_axes=(None, None), donate_argnums=0)
+  data = P(None, DATA_AXIS) if streamed else P()
+  in_specs = (P(), data, data, P(None, DATA_AXIS), P())
   return sharded(train_chunk, mesh, in_specs, out_specs=(P(), P()), donate_argnums=0)
 
 
-def evaluate_program(evaluate, mesh: Mesh, mode: str = 'sharded'):
-  """steps.make_evaluate's fn over the mesh: state and data replicated, order sharded."""
+def evaluate_program(evaluate, mesh: Mesh, mode: str = 'sharded', streamed: bool = False):
+  """steps.make_evaluate's fn over the mesh: state replicated, order (and streamed data) sharded."""
   if mode == 'pmap':
-    return _pmapped(evaluate, mesh, num_args=4, out_axes=None)
-  return sharded(evaluate, mesh, in_specs=(P(), P(), P(), P(None, DATA_AXIS)), out_specs=P())
+    return _pmapped(evaluate, mesh, 4, (1, 2, 3) if streamed else (3,), out_axes=None)
+  data = P(None, DATA_AXIS) if streamed else P()
+  return sharded(evaluate, mesh, in_specs=(P(), data, data, P(None, DATA_AXIS)), out_specs=P())
 
 
-def _pmapped(per_device_fn, mesh: Mesh, num_args: int, out_axes, donate_argnums=()):
-  """jit of jax.pmap over the mesh's devices; argument 3 (an order [steps, batch]) is split
-  along its batch axis and the rest are replicated, as in the shard_map versions."""
+def _pmapped(per_device_fn, mesh: Mesh, num_args: int, split: tuple, out_axes, donate_argnums=()):
+  """jit of jax.pmap over the mesh's devices; the arguments in split ([steps, batch, ...]) are
+  split along their batch axis and the rest are replicated, as in the shard_map versions."""
   count = mesh.size
-  in_axes = tuple(1 if i == 3 else None for i in range(num_args))
+  in_axes = tuple(1 if i in split else None for i in range(num_args))
   mapped = jax.pmap(
     per_device_fn,
     axis_name=DATA_AXIS,
@@ -142,9 +147,11 @@ def _pmapped(per_device_fn, mesh: Mesh, num_args: int, out_axes, donate_argnums=
   )
 
   def call(*args):
-    steps, batch = args[3].shape
     # Device d takes batch columns [d * batch/count, (d + 1) * batch/count), as with shard_map.
-    order = args[3].reshape(steps, count, batch // count)
-    return mapped(*args[:3], order, *args[4:])
+    args = [
+      x.reshape(x.shape[0], count, x.shape[1] // count, *x.shape[2:]) if i in split else x
+      for i, x in enumerate(args)
+    ]
+    return mapped(*args)
 
   return xla_options.jit(call, donate_argnums=donate_argnums)

@@ -1,8 +1,11 @@
-"""Pure per-device training and evaluation functions: scanned steps over device-resident data.
+"""Pure per-device training and evaluation functions: scanned steps over the batches of a call.
 
 Each function here sees one device's shard of the batch and reduces across devices over
 parallel.DATA_AXIS; parallel.data_parallel maps it over the mesh. Batches are index arrays
-into the device-resident dataset, padded with -1 (masked) so no example is ever dropped.
+[steps, batch] into the split, padded with -1 (masked) so no example is ever dropped. The
+split is either device-resident (images_N, labels_N: the batch is gathered on the device) or
+streamed (images_SxBx, labels_SxB: the call's batches, already gathered on the host, in the
+order's layout); the two give the same numbers.
 """
 
 from typing import Any
@@ -67,6 +70,14 @@ def _gather(images_N, labels_N, idx_B):
   return images_N[safe_B], labels_N[safe_B], safe_B, mask_B
 
 
+def _batches(images, labels, order_SxB):
+  """(scanned xs, fn(x) -> (images_Bx, labels_B, safe index_B, mask_B)) for either layout."""
+  if labels.ndim == 1:  # device-resident: scan over the order, gather each batch
+    return order_SxB, lambda idx_B: _gather(images, labels, idx_B)
+  # Streamed: the host gathered each batch already (padding slots hold example 0, as above).
+  return (images, labels, order_SxB), lambda x: (x[0], x[1], jnp.maximum(x[2], 0), x[2] != PAD)
+
+
 def _metric_sums(logits_BxK, labels_B, mask_B):
   losses_B = optax.softmax_cross_entropy_with_integer_labels(logits_BxK, labels_B)
   correct_B = jnp.argmax(logits_BxK, -1) == labels_B
@@ -105,7 +116,7 @@ def make_train_chunk(
   skip_nonfinite: bool = False,
   compute_dtype=jnp.float32,
 ):
-  """Per-device fn(state, images_N, labels_N, order_SxB, epoch_key) -> (state, metric sums).
+  """Per-device fn(state, images, labels, order_SxB, epoch_key) -> (state, metric sums).
 
   Runs S optimizer steps in one lax.scan. The gradient is that of the global batch's mean
   loss: each device differentiates sum(local losses) / global count, then grads are summed.
@@ -120,9 +131,9 @@ def make_train_chunk(
   the params per step, so without it (the caller stops at the first bad loss) none is made.
   """
 
-  def train_step(carry, idx_B, images_N, labels_N, epoch_key):
+  def train_step(carry, batch, epoch_key):
     state, sums = carry
-    images_Bx, y_B, safe_B, mask_B = _gather(images_N, labels_N, idx_B)
+    images_Bx, y_B, safe_B, mask_B = batch
     # Random keys come from the example's index, so dropout masks and augmentations do not
     # depend on the device count or on the example's place in the batch.
     keys_B = jax.vmap(jax.random.fold_in, (None, 0))(epoch_key, safe_B)
@@ -165,14 +176,15 @@ def make_train_chunk(
     }
     return (state, sums), None
 
-  def train_chunk(state, images_N, labels_N, order_SxB, epoch_key):
-    step = lambda carry, idx_B: train_step(carry, idx_B, images_N, labels_N, epoch_key)
+  def train_chunk(state, images, labels, order_SxB, epoch_key):
+    xs, batch = _batches(images, labels, order_SxB)
+    step = lambda carry, x: train_step(carry, batch(x), epoch_key)
     sums = {
       **_zero_sums(),
       'nonfinite': jnp.zeros([], jnp.float32),
       'first_nonfinite': jnp.full([], -1, jnp.int32),
     }
-    (state, sums), _ = jax.lax.scan(step, (state, sums), order_SxB)
+    (state, sums), _ = jax.lax.scan(step, (state, sums), xs)
     # The non-finite verdicts are already global; only the metric sums need reducing.
     metric_sums = jax.lax.psum({k: sums[k] for k in ('loss', 'correct', 'count')}, DATA_AXIS)
     return state, {**metric_sums, **{k: sums[k] for k in ('nonfinite', 'first_nonfinite')}}
@@ -181,16 +193,17 @@ def make_train_chunk(
 
 
 def make_evaluate(graphdef, augment=None, compute_dtype=jnp.float32):
-  """Per-device fn(state, images_N, labels_N, order_SxB) -> metric sums over the split.
+  """Per-device fn(state, images, labels, order_SxB) -> metric sums over the split (or call).
 
   augment, if given, is deterministic preprocessing (e.g. CLAHE) applied to every image.
   """
 
-  def evaluate(state, images_N, labels_N, order_SxB):
+  def evaluate(state, images, labels, order_SxB):
     model = nnx.merge(graphdef, cast_floats(state.params, compute_dtype), state.model_state)
+    xs, batch = _batches(images, labels, order_SxB)
 
-    def eval_step(sums, idx_B):
-      images_Bx, y_B, safe_B, mask_B = _gather(images_N, labels_N, idx_B)
+    def eval_step(sums, x):
+      images_Bx, y_B, safe_B, mask_B = batch(x)
       keys_B = None
       if augment is not None:  # deterministic preprocessing: any fixed keys will do
         keys_B = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.key(0), safe_B)
@@ -198,7 +211,7 @@ def make_evaluate(graphdef, augment=None, compute_dtype=jnp.float32):
       logits_BxK = model(x_Bx.astype(compute_dtype)).astype(jnp.float32)
       return _add(sums, _metric_sums(logits_BxK, y_B, mask_B)), None
 
-    sums, _ = jax.lax.scan(eval_step, _zero_sums(), order_SxB)
+    sums, _ = jax.lax.scan(eval_step, _zero_sums(), xs)
     return jax.lax.psum(sums, DATA_AXIS)
 
   return evaluate

@@ -30,7 +30,10 @@ def train_and_evaluate(config, workdir) -> dict:
     with workdir_lib.locked(workdir), preemption.StopRequests() as stop:
       exp = experiment.setup(config)
       ckpts = checkpoint.Checkpoints(
-        workdir / 'checkpoints', config.checkpoint.max_to_keep, config.checkpoint.async_save
+        workdir / 'checkpoints',
+        config.checkpoint.max_to_keep,
+        config.checkpoint.async_save,
+        stream=exp.data.streams is not None,
       )
       try:
         result = _run(trainer.Trainer(exp, checkpoints=ckpts, stop=stop, workdir=workdir))
@@ -72,7 +75,7 @@ def _print_header(run: trainer.Trainer) -> None:
   print(exp.learner.summary)
   print(
     f'Train on {exp.num_train:,} samples, validate on '
-    f'{len(exp.data.splits.validation["label"]):,} samples; {mesh.size} '
+    f'{exp.data.splits.size("validation"):,} samples; {mesh.size} '
     f'{mesh.devices.flat[0].platform} device(s), batch {config.batch_size} '
     f'({config.batch_size // mesh.size} per device), {exp.steps_per_epoch} steps per epoch in '
     f'{len(exp.calls)} compiled call(s); compiled in {run.programs.seconds:.1f}s',

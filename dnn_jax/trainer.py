@@ -41,6 +41,7 @@ class Trainer:
     self.shuffle_key, self.example_key = experiment.run_keys(self.config.seed)
     self.programs: experiment.Programs | None = None
     self.start_note: str | None = None  # where the run starts, when not from scratch
+    self.stream_state = None  # streaming: the train stream's state saved with the resumed step
 
   # Setting out ---------------------------------------------------------------------------
 
@@ -56,6 +57,8 @@ class Trainer:
       keys = {k: jax.random.wrap_key_data(np.array(v, np.uint32)) for k, v in meta['rng'].items()}
       self.shuffle_key, self.example_key = keys['shuffle'], keys['example']
       self.progress = Progress(**{f.name: meta[f.name] for f in dataclasses.fields(Progress)})
+      if exp.data.streams is not None:
+        self.stream_state = self.checkpoints.read_stream_state(step)
       epoch, in_epoch = divmod(step, exp.steps_per_epoch)
       where = (
         'the run is complete'
@@ -149,8 +152,23 @@ class Trainer:
     history = self.progress.history
     return bool(target and history and history[-1]['val_accuracy'] >= target)
 
-  def epoch_inputs(self, epoch: int):
-    """(the epoch's [steps, batch] example order, its key for per-example randomness)."""
+  def epoch_inputs(self, epoch: int, first_step: int = 0):
+    """(the epoch's [steps, batch] example order, its key for per-example randomness).
+
+    Streaming, it also starts reading the epoch's batches at first_step (or where the
+    checkpoint this run resumed from says the stream stood).
+    """
+    state, self.stream_state = self.stream_state, None
+    if state is not None and (state['pass'], state['first_step'] + state['steps_read']) != (
+      epoch,
+      first_step,
+    ):
+      raise CheckpointError(
+        f'the checkpoint saved the data stream at epoch {state["pass"] + 1}, step '
+        f'{state["first_step"] + state["steps_read"]}, but its training state at epoch '
+        f'{epoch + 1}, step {first_step}; resume from another checkpoint'
+      )
+    self.exp.data.start_epoch(self.shuffle_key, epoch, first_step, state)
     return (
       self.exp.data.epoch_order(self.shuffle_key, epoch),
       jax.random.fold_in(self.example_key, epoch),
@@ -159,7 +177,8 @@ class Trainer:
   def train_call(self, order, epoch_key):
     """One compiled call of len(order) steps on self.state; its metric sums, on the device."""
     train_call = self.programs.train_calls[len(order)]
-    self.state, sums = train_call(self.state, *self.exp.data.arrays['train'], order, epoch_key)
+    inputs = self.exp.data.train_inputs(len(order))
+    self.state, sums = train_call(self.state, *inputs, order, epoch_key)
     return sums
 
   def train_epoch(self) -> bool:
@@ -176,7 +195,7 @@ class Trainer:
     self._bar = progress.EpochProgress(
       epoch + 1, config.num_epochs, steps_per_epoch, config.progress
     )
-    order, epoch_key = self.epoch_inputs(epoch)
+    order, epoch_key = self.epoch_inputs(epoch, start)
     seconds_before, began = run.epoch_seconds, time.perf_counter()
     pending = None
     for a, b in exp.calls_from(start):
@@ -240,7 +259,9 @@ class Trainer:
         f'non-finite params at step {step} (epoch {(step - 1) // self.exp.steps_per_epoch + 1}); '
         f'lower the learning rate, or set --config.on_nonfinite=skip_step to skip such steps'
       )
-    self.checkpoints.save(self.state, self.meta(), ranking)
+    streams = self.exp.data.streams
+    stream = streams['train'].state() if streams else None
+    self.checkpoints.save(self.state, self.meta(), ranking, stream)
 
   def meta(self) -> dict:
     """The JSON half of a checkpoint: run progress, RNG keys, and what must match on resume."""

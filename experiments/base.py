@@ -19,6 +19,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.validation_split = 'test'  # the tutorial validates on the test set
   config.data.test_split = 'test'
   config.data.synthetic = False  # random images of these shapes and sizes: benchmarks only
+  # How batches reach the devices: 'device' (every split lives on each device, batches are
+  # gathered there: fastest), 'grain' (streamed from the files by grain, a call's batches at a
+  # time: for splits too big for a device), or 'auto' (device when the splits fit the budget).
+  config.data.pipeline = 'device'
+  config.data.device_budget_mb = 0  # most the splits may take on a device; 0 = 1/4 of its memory
+  config.data.workers = 0  # grain: worker processes reading ahead (0: threads of this process)
 
   # Augmentation: name -> params, applied in order on the device (dnn_jax.data.augment).
   config.augment = ml_collections.ConfigDict()  # training images

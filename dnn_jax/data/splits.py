@@ -1,4 +1,4 @@
-"""Locate (or prepare) a dataset and load its splits as uint8 arrays."""
+"""Locate (or prepare) a dataset and load its splits as uint8 arrays, or open them to stream."""
 
 import dataclasses
 import functools
@@ -24,6 +24,27 @@ class Splits:
   class_names: tuple
   image_shape: tuple
   validation_is_test: bool  # the tutorial validates on the test set: evaluate it once
+
+  def size(self, split: str) -> int:
+    """The number of examples in 'train', 'validation' or 'test'."""
+    return len(getattr(self, split)['label'])
+
+
+@dataclasses.dataclass(frozen=True)
+class Sources:
+  """Train / validation / test as random-access sources, read as they are streamed."""
+
+  train: object  # len() and __getitems__(indices) -> [{'image', 'label'}], as tfds.data_source
+  validation: object
+  test: object
+  num_classes: int
+  class_names: tuple
+  image_shape: tuple
+  validation_is_test: bool
+
+  def size(self, split: str) -> int:
+    """The number of examples in 'train', 'validation' or 'test'."""
+    return len(getattr(self, split))
 
 
 def ensure_prepared(data_config):
@@ -71,6 +92,40 @@ def load(data_config) -> Splits:
     num_classes=num_classes,
     class_names=class_names,
     image_shape=tuple(int(d) for d in train['image'].shape[1:]),
+    validation_is_test=same,
+  )
+
+
+def open_sources(data_config) -> Sources:
+  """The configured splits as sources to stream from; nothing is read yet (synthetic: made)."""
+  from dnn_jax.data import stream  # grain is imported by streaming runs only
+
+  name = data_config.name
+  dataset = catalog.get(name)
+  if data_config.synthetic:
+    make = lambda spec: stream.ArraySource(synthetic.split(name, spec))
+    num_classes = dataset.num_classes
+    class_names = tuple(f'class {i}' for i in range(num_classes))
+  else:
+    data_dir, version = ensure_prepared(data_config)
+
+    def make(spec):
+      try:
+        return stream.open_source(name, version, spec, data_dir)
+      except (ValueError, KeyError) as e:
+        raise DataError(f'{name}: cannot open split {spec!r} in {data_dir}: {e}') from e
+
+    label = read_label_feature(name, version, data_dir)
+    num_classes, class_names = label.num_classes, tuple(label.names)
+  same = data_config.validation_split == data_config.test_split
+  test = make(data_config.test_split)
+  return Sources(
+    train=make(data_config.train_split),
+    validation=test if same else make(data_config.validation_split),
+    test=test,
+    num_classes=num_classes,
+    class_names=class_names,
+    image_shape=dataset.image_shape,
     validation_is_test=same,
   )
 

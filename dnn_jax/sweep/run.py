@@ -10,6 +10,7 @@ from optuna.trial import TrialState
 
 from dnn_jax import experiment, files, parallel
 from dnn_jax import workdir as workdir_lib
+from dnn_jax.errors import ConfigError
 from dnn_jax.sweep import plots, space, study, tables, vmapped
 
 
@@ -32,6 +33,11 @@ def run_sweep(config, workdir) -> list[dict]:
 
 def _run_sweep(config, workdir: pathlib.Path) -> list[dict]:
   sweep = config.sweep
+  if config.data.pipeline != 'device':  # the trials of a group share one device-resident copy
+    raise ConfigError(
+      f'a sweep keeps its data on the device; config.data.pipeline={config.data.pipeline!r} '
+      f"is not supported here, use 'device'"
+    )
   the_study = study.open_study(config, workdir)
   retried = study.requeue_interrupted(the_study)
   done = len(study.finished(the_study))
