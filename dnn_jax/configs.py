@@ -6,7 +6,7 @@ import pathlib
 
 import ml_collections
 
-from dnn_jax import models, optim
+from dnn_jax import models, optim, parallel
 from dnn_jax.data import augment, catalog
 from dnn_jax.errors import ConfigError
 
@@ -16,7 +16,10 @@ PARALLEL = ('sharded', 'pmap')
 DTYPES = ('float32', 'bfloat16')
 PIPELINES = ('device', 'grain', 'auto')
 # Keys added since older runs saved their configs, with the value those runs had in effect.
-ADDED = {'data': {'pipeline': 'device', 'device_budget_mb': 0, 'workers': 0}}
+ADDED = {
+  'data': {'pipeline': 'device', 'device_budget_mb': 0, 'workers': 0},
+  'distributed': {'cluster': 'auto'},
+}
 
 
 def _choice(value, choices, key):
@@ -46,6 +49,7 @@ def validated(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _choice(config.parallel, PARALLEL, 'parallel')
   _choice(config.dtype, DTYPES, 'dtype')
   _choice(config.data.pipeline, PIPELINES, 'data.pipeline')
+  _choice(config.distributed.cluster, parallel.cluster_names(), 'distributed.cluster')
   for key in ('data.device_budget_mb', 'data.workers'):
     _positive(config, key, allow_zero=True)
   _positive(config, 'optimizer.learning_rate', kind=(int, float))

@@ -1,5 +1,6 @@
 """Device mesh and data parallelism: batch sharded over the `data` axis, params replicated."""
 
+import importlib.util
 import os
 
 import jax
@@ -17,16 +18,23 @@ DATA_AXIS = 'data'
 def initialize_distributed(distributed_config) -> None:
   """jax.distributed.initialize for a multi-process run; nothing for a single process.
 
-  Takes config.distributed's values, or else JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
-  JAX_PROCESS_ID from the environment. Must run before JAX touches a device.
+  Inside SLURM, Open MPI, a Kubernetes indexed job or a TPU slice, JAX finds the coordinator,
+  the process count and this process's id by itself (one line names the environment); the
+  values in config.distributed, or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and
+  JAX_PROCESS_ID, override it. Must run before JAX touches a device.
   """
-  address = distributed_config.coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS')
-  if not address or jax.distributed.is_initialized():
+  if jax.distributed.is_initialized():
     return
+  address = distributed_config.coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS')
   count = distributed_config.num_processes or int(os.environ.get('JAX_NUM_PROCESSES', '0'))
   index = distributed_config.process_id
-  index = index if index >= 0 else int(os.environ.get('JAX_PROCESS_ID', '-1'))
-  if not count >= 1 or not 0 <= index < count:
+  # A Kubernetes indexed job numbers its pods: the index is the process id.
+  default_index = os.environ.get('JAX_PROCESS_ID', os.environ.get('JOB_COMPLETION_INDEX', '-1'))
+  index = index if index >= 0 else int(default_index)
+  cluster = None if address else detect_cluster(distributed_config.get('cluster', 'auto'))
+  if not address and cluster is None:
+    return
+  if address and (not count >= 1 or not 0 <= index < count):
     raise ConfigError(
       f'a multi-process run at {address} needs config.distributed.num_processes >= 1 and '
       f'0 <= process_id < num_processes (got {count} and {index}); set both, or '
@@ -34,7 +42,56 @@ def initialize_distributed(distributed_config) -> None:
     )
   # CPU devices of different processes reduce over gloo (GPUs use NCCL whatever this says).
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  jax.distributed.initialize(address, num_processes=count, process_id=index)
+  jax.distributed.initialize(
+    address or None,
+    num_processes=count or None,
+    process_id=index if index >= 0 else None,
+    cluster_detection_method=(cluster.name or None) if cluster else None,
+  )
+  if cluster:
+    print(
+      f'Cluster: {_name(cluster)} found; process {jax.process_index()} of '
+      f'{jax.process_count()}, coordinator {_coordinator()}',
+      flush=True,
+    )
+
+
+def detect_cluster(wanted: str = 'auto'):
+  """JAX's cluster environment that this process runs in with other processes, or None.
+
+  wanted: 'auto' (any), 'none', or one of JAX's names (slurm, ompi, k8s, gke_tpu, ...).
+  """
+  if wanted == 'none':
+    return None
+  from jax._src import clusters  # JAX's detectors, as jax.distributed.initialize() uses them
+
+  for env in clusters.ClusterEnv._cluster_types:
+    if wanted == 'auto' and env.opt_in_only_method:
+      continue
+    if wanted not in ('auto', _name(env)):
+      continue
+    # JAX's Kubernetes detector needs the kubernetes package; without it, it only warns.
+    if _name(env) == 'k8s' and importlib.util.find_spec('kubernetes') is None:
+      continue
+    if env.is_env_present() and env.get_process_count() > 1:
+      return env
+  return None
+
+
+def cluster_names() -> list:
+  """The names config.distributed.cluster accepts."""
+  from jax._src import clusters
+
+  return ['auto', 'none', *(_name(env) for env in clusters.ClusterEnv._cluster_types)]
+
+
+def _name(env) -> str:
+  return env.name or env.__name__.removesuffix('Cluster').lower()  # JAX's K8sCluster has none
+
+
+def _coordinator() -> str:
+  state = jax._src.distributed.global_state
+  return getattr(state, 'coordinator_address', None) or '?'
 
 
 def put(tree, sharding: NamedSharding):
@@ -54,6 +111,13 @@ def all_processes_agree(ok: bool) -> bool:
   if jax.process_count() == 1:
     return ok
   return bool(multihost_utils.process_allgather(np.asarray(ok)).all())
+
+
+def any_process(flag: bool) -> bool:
+  """True when flag holds on any process (a collective: every process must call it)."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(multihost_utils.process_allgather(np.asarray(flag)).any())
 
 
 def make_mesh(num_devices: int = 0) -> Mesh:

@@ -1,4 +1,9 @@
-"""SIGTERM / SIGINT: let the training loop finish its compiled call, save, and exit cleanly."""
+"""SIGTERM / SIGINT / SIGUSR2: let the training loop finish its compiled call, save, and exit.
+
+SLURM sends SIGTERM on preemption and, asked with --signal (submitit asks for USR2), a signal
+before the time limit. In a multi-process run the processes agree at every call boundary
+(trainer: parallel.any_process), so all save the same step whichever one got the signal.
+"""
 
 import os
 import signal
@@ -6,11 +11,11 @@ import sys
 import threading
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, the shell's code for a run stopped with Ctrl-C
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 
 
 class StopRequests:
-  """While active, SIGTERM and SIGINT set `.signal` instead of killing the process.
+  """While active, SIGTERM, SIGINT and SIGUSR2 set `.signal` instead of killing the process.
 
   The loop polls `.signal` between compiled calls. A second SIGINT exits at once, for a user
   who does not want to wait. Python runs signal handlers only when the main thread returns

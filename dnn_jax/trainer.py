@@ -107,7 +107,8 @@ class Trainer:
           print(
             f'preempted at step {self.progress.step}; run the same command to resume', flush=True
           )
-          result['preempted'] = {'step': self.progress.step, 'signal': self.stop.signal}
+          signal = self.stop.signal or 'sent to another process'
+          result['preempted'] = {'step': self.progress.step, 'signal': signal}
           self._write(result)
           return result
         record = self.end_epoch()
@@ -159,15 +160,15 @@ class Trainer:
     checkpoint this run resumed from says the stream stood).
     """
     state, self.stream_state = self.stream_state, None
-    if state is not None and (state['pass'], state['first_step'] + state['steps_read']) != (
-      epoch,
-      first_step,
-    ):
-      raise CheckpointError(
-        f'the checkpoint saved the data stream at epoch {state["pass"] + 1}, step '
-        f'{state["first_step"] + state["steps_read"]}, but its training state at epoch '
-        f'{epoch + 1}, step {first_step}; resume from another checkpoint'
-      )
+    if state is not None:
+      at = (state['pass'], state['first_step'] + state['steps_read'])
+      if at == (epoch - 1, self.exp.steps_per_epoch):  # saved at its pass's end: start afresh
+        state, at = None, (epoch, 0)
+      if at != (epoch, first_step):
+        raise CheckpointError(
+          f'the checkpoint saved the data stream at epoch {at[0] + 1}, step {at[1]}, but the '
+          f'training state at epoch {epoch + 1}, step {first_step}; resume from another one'
+        )
     self.exp.data.start_epoch(self.shuffle_key, epoch, first_step, state)
     return (
       self.exp.data.epoch_order(self.shuffle_key, epoch),
@@ -281,7 +282,8 @@ class Trainer:
   # Inside the loop -----------------------------------------------------------------------
 
   def _stop_requested(self) -> bool:
-    return bool(self.stop and self.stop.signal)
+    # Every process asks at the same call boundaries: all stop at the same step, together.
+    return parallel.any_process(bool(self.stop and self.stop.signal))
 
   def _absorb(self, num_steps: int, sums) -> None:
     """Adds a compiled call's fetched metric sums to the epoch's; stops on a non-finite loss."""

@@ -46,9 +46,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Data parallelism: 'sharded' (jit of shard_map over the mesh) or 'pmap' (jax.pmap, the
   # design card's pmapped step; today's jax runs it as jit(shard_map) too). Same results.
   config.parallel = 'sharded'
-  # Several processes (hosts): jax.distributed.initialize with these, or with the environment's
-  # JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID. '' = one process.
+  # Several processes (hosts): inside SLURM, Open MPI, a TPU slice or Kubernetes (with the
+  # kubernetes package) JAX finds them by itself; these values, or JAX_COORDINATOR_ADDRESS,
+  # JAX_NUM_PROCESSES and JAX_PROCESS_ID (or a Kubernetes JOB_COMPLETION_INDEX) override it.
   config.distributed = ml_collections.ConfigDict()
+  config.distributed.cluster = 'auto'  # or 'none', or one of JAX's: slurm, ompi, k8s, ...
   config.distributed.coordinator_address = ''  # host:port of process 0
   config.distributed.num_processes = 0
   config.distributed.process_id = -1
