@@ -1,7 +1,8 @@
 """Train and eval throughput of an experiment's compiled steps, and of its peers.
 
 Usage: python -m benchmarks.throughput --config experiments/mnist_cnn.py \
-  [--dtypes float32,bfloat16] [--peers all] [--record benchmarks/records.jsonl]
+  [--dtypes float32,bfloat16] [--peers all] [--pipelines device,grain]
+  [--record benchmarks/records.jsonl]
 
 Every side is timed by one rule (benchmarks/steady.py): warm-up steps left out, then at
 least --min_steps steps and --min_seconds seconds (or --max_seconds, for a very slow peer),
@@ -17,8 +18,10 @@ each peer runs in a process of its own, as its users run it:
 In bfloat16 each uses its mixed-precision mode: dnn_jax's config.dtype, Keras's
 mixed_bfloat16, torch.autocast. The model, batch, optimizer and data are the experiment's;
 the peers train without augmentation, so with --peers dnn_jax does too (same work; a note
-says so). Prints one JSON object per measurement, then a table per dtype with dnn_jax's
-speed-up over each peer and over the fastest one. --record appends
+says so). --pipelines times dnn_jax with its data on the device and streamed by grain (each
+streamed call waits for its reads; the share of time spent waiting is reported). Prints one
+JSON object per measurement, then a table per dtype with dnn_jax's speed-up over each peer
+and over the fastest one. --record appends
 the measurements, with the machine's CPU model and features, to a records file that
 `python -m benchmarks.results` renders into RESULTS.md.
 """
@@ -47,6 +50,9 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 flags.DEFINE_list('dtypes', [], "Compute dtypes to time: float32, bfloat16 (default: config's).")
 flags.DEFINE_list('peers', [], "Peers to time beside dnn_jax: 'all' or names (see above).")
+flags.DEFINE_list(
+  'pipelines', [], "dnn_jax's data pipelines to time: device, grain (default: config's)."
+)
 steady.define_budget_flags()
 flags.DEFINE_integer('eval_repeats', 3, 'Timed evaluations of the validation split.')
 flags.DEFINE_string('record', '', 'Append the measurements to this records file (JSON lines).')
@@ -86,7 +92,10 @@ def measure(config, config_file: str, budget: steady.Budget, eval_repeats: int) 
   run = trainer.build(config)
   exp = run.exp
   first, end = exp.calls[0]
-  timed = steady.summary(train_step_seconds(run, budget), config.batch_size, budget)
+  input_wait = []
+  step_seconds = train_step_seconds(run, budget, input_wait)
+  timed = steady.summary(step_seconds, config.batch_size, budget)
+  kept = slice(len(step_seconds) - timed['steps_timed'], None)  # the timed steps, not the warm-up
   eval_seconds = median_seconds(lambda: run.evaluate('validation'), eval_repeats)
   num_eval = exp.data.splits.size('validation')
   flops_per_sample = step_flops(run, end - first) / config.batch_size
@@ -103,6 +112,9 @@ def measure(config, config_file: str, budget: steady.Budget, eval_repeats: int) 
     'device': f'{exp.mesh.size} x {device.device_kind}',
     'data': 'synthetic' if config.data.synthetic else 'real',
     'dtype': config.dtype,
+    'pipeline': exp.data.pipeline,
+    # The share of the timed steps' time spent waiting for the stream (0: device-resident).
+    'input_wait_fraction': sum(input_wait[kept]) / sum(step_seconds[kept]),
     'batch_size': config.batch_size,
     'steps_per_call': end - first,
     'augment': bool(config.augment),  # the peers never augment
@@ -170,6 +182,8 @@ def print_table(rows: list) -> None:
   """Per dtype: every side's samples/s [min-max], and dnn_jax's speed-up over each peer."""
   for dtype in dict.fromkeys(row['dtype'] for row in rows):
     group = [row for row in rows if row['dtype'] == dtype]
+    streamed = [row for row in group if row.get('pipeline', 'device') != 'device']
+    group = [row for row in group if row not in streamed]
     ours = next((row for row in group if row['peer'] == 'dnn_jax'), None)
     print(f'\n{dtype:<22}{"train samples/s (min-max)":>30}{"eval samples/s":>16}'
           f'{"compile s":>11}{"dnn_jax speed-up":>18}')  # fmt: skip
@@ -185,6 +199,14 @@ def print_table(rows: list) -> None:
       print(
         f'fastest peer in {dtype}: {best["peer"]}; dnn_jax / fastest = '
         f'{ours["train_samples_per_sec"] / best["train_samples_per_sec"]:.2f}x'
+      )
+    for row in streamed:
+      ratio = row['train_samples_per_sec'] / ours['train_samples_per_sec'] if ours else 0
+      against = f'; {row["pipeline"]} / device = {ratio:.2f}x' if ours else ''
+      print(
+        f'dnn_jax streamed by {row["pipeline"]} in {dtype}: {row["train_samples_per_sec"]:,.0f} '
+        f'train samples/s, waiting for input {100 * row["input_wait_fraction"]:.1f}% of the '
+        f'time{against}'
       )
 
 
@@ -217,9 +239,12 @@ def main(argv):
     print('note: dnn_jax is timed without its augmentation here, as the peers train without it')
   for dtype in FLAGS.dtypes or [FLAGS.config.dtype]:
     config = config_to_time(FLAGS.config, dtype, with_peers=bool(peers))
-    result = cli.run_reporting_errors(measure, config, config_file, budget, FLAGS.eval_repeats)
-    rows.append(result)
-    print(json.dumps(result), flush=True)
+    for pipeline in FLAGS.pipelines or [config.data.pipeline]:
+      with config.unlocked():
+        config.data.pipeline = pipeline
+      result = cli.run_reporting_errors(measure, config, config_file, budget, FLAGS.eval_repeats)
+      rows.append(result)
+      print(json.dumps(result), flush=True)
     for name in peers:
       try:
         peer = measure_peer(name, config, dtype, budget, FLAGS.eval_repeats)
@@ -233,7 +258,8 @@ def main(argv):
       print(json.dumps(rows[-1]), flush=True)
   if FLAGS.record:
     for row in rows:
-      records.append(FLAGS.record, 'throughput', {'run_id': run_id, **row}, where)
+      kind = 'throughput' if row.get('pipeline', 'device') == 'device' else 'pipeline'
+      records.append(FLAGS.record, kind, {'run_id': run_id, **row}, where)
   print_table(rows)
   if failed:
     print(f'error: {len(failed)} peer run(s) failed: {", ".join(failed)}', file=sys.stderr)

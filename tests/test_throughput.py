@@ -44,12 +44,13 @@ def test_throughput_reports_json_then_a_table():
   assert row[1] == f'{numbers["train_samples_per_sec"]:,.0f}'
 
 
-def test_peers_time_the_same_model_in_every_installed_framework_and_dtype(tmp_path):
+def test_peers_time_the_same_model_in_every_installed_framework(tmp_path):
+  # In bfloat16, each peer's mixed precision; float32 is the same loop (the test above).
   record = tmp_path / 'records.jsonl'
   result = run_python(
     '-m', 'benchmarks.throughput', '--config', 'experiments/mnist_mlp.py', *TINY_BUDGET,
     '--config.data.train_split=train[:1024]', '--config.data.validation_split=test[:500]',
-    '--config.num_devices=1', '--peers=all', '--dtypes=float32,bfloat16', f'--record={record}',
+    '--config.num_devices=1', '--peers=all', '--dtypes=bfloat16', f'--record={record}',
   )  # fmt: skip
   assert result.returncode == 0, result.stderr
   lines = result.stdout.splitlines()
@@ -60,7 +61,7 @@ def test_peers_time_the_same_model_in_every_installed_framework_and_dtype(tmp_pa
     peers += ['torch', 'torch-compile']
   else:
     assert 'note: PyTorch is not installed' in result.stdout
-  want = [(name, dtype) for dtype in ('float32', 'bfloat16') for name in ['dnn_jax', *peers]]
+  want = [(name, 'bfloat16') for name in ['dnn_jax', *peers]]
   assert [(o['peer'], o['dtype']) for o in objects] == want
   for row in objects:
     assert set(row) >= PEER_KEYS, row['peer']
@@ -71,8 +72,8 @@ def test_peers_time_the_same_model_in_every_installed_framework_and_dtype(tmp_pa
   ours = next(o for o in objects if o['peer'] == 'dnn_jax' and o['dtype'] == 'bfloat16')
   keras_jax_rows = [line.split() for line in lines if line.startswith('keras-jax ')]
   ratio = ours['train_samples_per_sec'] / keras_jax['train_samples_per_sec']
-  assert keras_jax_rows[1][-1] == f'{ratio:.2f}x'  # the bfloat16 table's row
-  assert sum(line.startswith('fastest peer in ') for line in lines) == 2
+  assert keras_jax_rows[0][-1] == f'{ratio:.2f}x'
+  assert sum(line.startswith('fastest peer in ') for line in lines) == 1
   saved = records.read(record)
   assert [(r['peer'], r['dtype']) for r in saved] == want
   assert len({r['run_id'] for r in saved}) == 1

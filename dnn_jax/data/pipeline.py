@@ -8,6 +8,7 @@ import jax
 from dnn_jax.data import catalog
 from dnn_jax.errors import ConfigError
 
+MB = 10**6  # config.data.device_budget_mb's unit
 DEFAULT_FRACTION = 4  # with no budget set, the splits may take 1/4 of a device's memory
 # A streamed call holds at most this much input, so its batches, the next call's being read,
 # and the model fit beside each other on a device.
@@ -52,12 +53,12 @@ def choose(data_config, sizes: dict, device=None) -> tuple[str, str]:
     return 'device', ''
   needed = resident_bytes(data_config, sizes)
   if budget_mb:
-    budget, what = budget_mb << 20, f'config.data.device_budget_mb={budget_mb}'
+    budget, what = budget_mb * MB, f'config.data.device_budget_mb={budget_mb}'
   else:
     memory, kind = device_memory(device or jax.devices()[0])
     budget, what = memory // DEFAULT_FRACTION, f'1/{DEFAULT_FRACTION} of the {kind}'
   fits = needed <= budget
-  sizes_line = f'the splits take {needed / 2**20:,.1f} MB, the budget is {budget / 2**20:,.0f} MB'
+  sizes_line = f'the splits take {needed / MB:,.1f} MB, the budget is {budget / MB:,.0f} MB'
   if wanted == 'device':
     if not fits:
       raise ConfigError(

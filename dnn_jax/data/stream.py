@@ -17,7 +17,9 @@ import numpy as np
 
 from dnn_jax import parallel
 
-THREADS = 8  # reads in flight per process
+# Reads in flight per process: enough to keep ahead of a CNN's steps; more threads only take
+# cores from the training computation. config.data.workers adds processes on bigger hosts.
+THREADS = 2
 
 
 class ArraySource:
