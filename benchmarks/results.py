@@ -233,6 +233,36 @@ def draw_chart(rows: list, path: pathlib.Path) -> None:
   plt.close(fig)
 
 
+def pipeline_table(streamed: list, throughput: list) -> list:
+  """Markdown lines: each streamed measurement beside the device pipeline's of the same run."""
+  if not streamed:
+    return [
+      'No streaming run is recorded yet (`benchmarks.throughput --pipelines=device,grain`).',
+      '',
+    ]
+  lines = [
+    'dnn_jax timed twice in one run: the splits on the device, and streamed from the files by '
+    'grain. Input wait: the share of the timed steps spent waiting for the stream.', '',
+    '| experiment | dtype | pipeline | samples/s | device samples/s | ratio | input wait | '
+    'machine | date, commit |',
+    '|---|---|---|---|---|---|---|---|---|',
+  ]  # fmt: skip
+  for r in sorted(streamed, key=lambda r: -r['position']):
+    device = next(
+      (t for t in throughput if t['run_id'] == r['run_id'] and t['peer'] == 'dnn_jax'
+       and t['dtype'] == r['dtype']), None,
+    )  # fmt: skip
+    if device is None:
+      continue
+    ratio = r['train_samples_per_sec'] / device['train_samples_per_sec']
+    lines.append(
+      f'| {experiment_label(r)} | {r["dtype"]} | {r["pipeline"]} | {samples(r)} | '
+      f'{samples(device)} | {ratio:.2f}x | {100 * r["input_wait_fraction"]:.1f}% | '
+      f'{machine_label(r)} | {r["machine"]["date"]}, {r["machine"]["commit"]} |'
+    )
+  return [*lines, '']
+
+
 def render(all_records: list, out: pathlib.Path, source: str) -> str:
   """RESULTS.md's text; draws the chart beside it when there is something to draw."""
   all_records = [{**r, 'position': i} for i, r in enumerate(all_records)]  # file order
@@ -262,6 +292,11 @@ def render(all_records: list, out: pathlib.Path, source: str) -> str:
     '## Time to accuracy',
     '',
     *time_to_accuracy_table([r for r in all_records if r['kind'] == 'time_to_accuracy']),
+  ]
+  lines += [
+    '## Streaming against device-resident data',
+    '',
+    *pipeline_table([r for r in all_records if r['kind'] == 'pipeline'], throughput),
   ]
   lines += [
     '## Outside check of the Keras figures',

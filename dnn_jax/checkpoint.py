@@ -158,8 +158,13 @@ class Checkpoints:
     )
 
   def read_stream_state(self, step: int) -> dict | None:
-    """The data stream's state saved at step (this process's), or None if none was saved."""
-    if not (self.directory / str(step) / 'data').is_dir():  # saved by the device pipeline
+    """The data stream's state saved at step (this process's), or None if none was saved.
+
+    None too where the device pipeline saved it, or another number of processes: the stream
+    then starts at the step itself (its order is a function of the step alone).
+    """
+    mine = f'process_{jax.process_index()}-of-{jax.process_count()}.json'  # grain's name for it
+    if not (self.directory / str(step) / 'data' / mine).is_file():
       return None
     from grain import checkpoint as grain_checkpoint
 

@@ -52,6 +52,9 @@ RECORDS = [
   {'kind': 'fit_check', 'config': 'experiments/mnist_cnn.py', 'peer': 'keras-tensorflow',
    'dtype': 'float32', 'batch_size': 128, 'batches': 150, 'train_samples_per_sec': 1100.0,
    'machine': AMX},
+  # r2's dnn_jax streamed by grain, in the same run.
+  {**row('r2', 'dnn_jax', 'float32', 1200.0, AMX), 'kind': 'pipeline', 'pipeline': 'grain',
+   'input_wait_fraction': 0.025},
 ]  # fmt: skip
 
 
@@ -73,6 +76,9 @@ def test_the_summary_takes_the_newest_run_and_its_fastest_peer(tmp_path):
   check = next(line for line in lines if '(150 batches)' in line)
   assert '| 1,100 (150 batches) | 1,000 | 0.91 |' in check  # the newest keras figure beside it
   assert sum(line.startswith('#### ') for line in lines) == 4  # every run in full
+  streamed = next(line for line in lines if '| grain |' in line)
+  assert streamed.startswith('| mnist_cnn, batch 128 | float32 | grain | 1,200 (1,080-1,320) | ')
+  assert '| 1,500 (1,350-1,650) | 0.80x | 2.5% |' in streamed  # beside r2's device figure
 
 
 def test_the_command_writes_the_page_and_a_missing_file_is_one_line(tmp_path):

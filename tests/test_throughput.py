@@ -25,15 +25,22 @@ PEER_KEYS = {'config', 'peer', 'dtype', 'device', 'train_samples_per_sec', 'eval
              'steps_timed', 'batch_size'}  # fmt: skip
 
 
-def test_throughput_reports_json_then_a_table():
+def test_throughput_reports_json_then_a_table_for_both_pipelines(tmp_path):
+  record = tmp_path / 'records.jsonl'
   result = run_python(
     '-m', 'benchmarks.throughput', '--config', 'experiments/mnist_mlp.py', *TINY_BUDGET,
     '--config.data.train_split=train[:1024]', '--config.data.validation_split=test[:1000]',
-    '--config.num_devices=1',
+    '--config.num_devices=1', '--pipelines=device,grain', f'--record={record}',
   )  # fmt: skip
   assert result.returncode == 0, result.stderr
   lines = result.stdout.splitlines()
-  numbers = json.loads(next(line for line in lines if line.startswith('{')))
+  numbers, streamed = (json.loads(line) for line in lines if line.startswith('{'))
+  assert (numbers['pipeline'], numbers['input_wait_fraction']) == ('device', 0.0)
+  assert streamed['pipeline'] == 'grain' and 0 < streamed['input_wait_fraction'] < 1
+  ratio = streamed['train_samples_per_sec'] / numbers['train_samples_per_sec']
+  assert lines[-1].startswith('dnn_jax streamed by grain in float32: ')
+  assert lines[-1].endswith(f'; grain / device = {ratio:.2f}x')
+  assert [r['kind'] for r in records.read(record)] == ['throughput', 'pipeline']
   assert set(numbers) >= KEYS
   assert numbers['config'] == 'experiments/mnist_mlp.py'
   assert numbers['device'] == '1 x cpu'
