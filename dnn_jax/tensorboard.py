@@ -11,6 +11,7 @@ import os
 import pathlib
 import socket
 import struct
+import sys
 import time
 
 import jax
@@ -30,6 +31,21 @@ TEST_SCALARS = {'loss/test': 'loss', 'accuracy/test': 'accuracy'}  # the hparams
 HPARAMS_START, HPARAMS_END = '_hparams_/session_start_info', '_hparams_/session_end_info'
 
 
+def _load_tensorboardx() -> None:
+  """Imports tensorboardX without PyTorch, which its package imports where installed (seconds
+  at every run's start) for tensors dnn_jax never hands it."""
+  if 'tensorboardX' in sys.modules:
+    return
+  hide = 'torch' not in sys.modules
+  if hide:
+    sys.modules['torch'] = None  # `import torch` raises ImportError: tensorboardX goes on
+  try:
+    import tensorboardX  # noqa: F401
+  finally:
+    if hide:
+      del sys.modules['torch']
+
+
 def logdir(workdir) -> pathlib.Path:
   return pathlib.Path(workdir) / 'tensorboard'
 
@@ -39,6 +55,7 @@ class EventFile:
 
   def __init__(self, directory: pathlib.Path, purge_step: int | None = None):
     """Creates the file; purge_step hides the points already written at or after it."""
+    _load_tensorboardx()
     from tensorboardX.proto.event_pb2 import Event, SessionLog
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -56,6 +73,7 @@ class EventFile:
 
   def add(self, summaries: list, step: int) -> None:
     """Appends Summary protos at step, all in one write."""
+    _load_tensorboardx()
     from tensorboardX.proto.event_pb2 import Event
 
     now = time.time()
@@ -80,6 +98,7 @@ class EventFile:
 
 def _record(data: bytes) -> bytes:
   """data as one TFRecord: its length, the length's CRC, the data, the data's CRC."""
+  _load_tensorboardx()
   from tensorboardX.record_writer import masked_crc32c
 
   header = struct.pack('<Q', len(data))
@@ -94,6 +113,7 @@ def _record(data: bytes) -> bytes:
 def _events(path: pathlib.Path):
   """The Event protos of one file (TFRecords), up to a record cut short by a crash."""
   from google.protobuf.message import DecodeError
+  _load_tensorboardx()
   from tensorboardX.proto.event_pb2 import Event
 
   data = path.read_bytes()
@@ -111,6 +131,7 @@ def _events(path: pathlib.Path):
 
 def written(directory: pathlib.Path) -> set[tuple[str, int]]:
   """(tag, step) of every summary TensorBoard shows from directory, purges applied."""
+  _load_tensorboardx()
   from tensorboardX.proto.event_pb2 import SessionLog
 
   present = set()
@@ -156,6 +177,7 @@ class Writer:
       self.write_epoch(record)
 
   def _write_hparams(self, config) -> None:
+    _load_tensorboardx()
     from tensorboardX.summary import hparams
 
     experiment, start, _ = hparams(flat_hparams(config), dict.fromkeys(TEST_SCALARS, 0.0))
@@ -164,6 +186,7 @@ class Writer:
 
   def _scalars(self, values: dict, step: int) -> None:
     """Writes the values not yet written at step: one write, so `tensorboard` shows it now."""
+    _load_tensorboardx()
     from tensorboardX.summary import scalar
 
     new = {tag: value for tag, value in values.items() if (tag, step) not in self._present}
@@ -184,6 +207,7 @@ class Writer:
     """Writes the test metrics, which the hparams dashboard shows beside the config."""
     if self._file is None:
       return
+    _load_tensorboardx()
     from tensorboardX.summary import hparams
 
     self._scalars({tag: test[key] for tag, key in TEST_SCALARS.items()}, step)
@@ -198,6 +222,7 @@ def log_report_images(workdir, pngs: dict[str, pathlib.Path], step: int) -> None
   if jax.process_index() != 0:
     return
   from PIL import Image
+  _load_tensorboardx()
   from tensorboardX.proto.summary_pb2 import Summary
 
   directory = logdir(workdir)
