@@ -6,6 +6,8 @@ INSTALLED := $(VENV)/.installed
 PREPARED := data/tfds/mnist/3.0.1/dataset_info.json
 KERNELS := dnn_jax/kernels/_build/libdnn_jax_onednn.so
 EXPERIMENT ?= mnist_mlp
+# The data and the kernels build side by side on a fresh clone.
+MAKEFLAGS += --jobs=2
 
 .PHONY: train test test-fast lint format data clean
 

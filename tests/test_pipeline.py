@@ -88,3 +88,18 @@ def test_auto_with_a_small_budget_streams_real_mnist(base_config, capsys):
   assert exp.data.pipeline == 'grain' and exp.data.arrays is None
   assert 'Data pipeline: grain, streaming (the splits take 2.0 MB' in capsys.readouterr().out
   assert exp.data.splits.size('train') == 2048 and exp.num_train == 2048
+
+
+@pytest.mark.multiprocess
+def test_worker_processes_read_the_same_batches_as_threads():
+  images = np.arange(16 * 2 * 2 * 1, dtype=np.uint8).reshape(16, 2, 2, 1)
+  source = stream.ArraySource({'image': images, 'label': np.arange(16, dtype=np.int32)})
+  order = np.random.default_rng(1).permutation(16).reshape(4, 4)
+  labels = {}
+  for workers in (0, 1):
+    split = stream.SplitStream(source, parallel.make_mesh(1), 4, (2, 2, 1), workers=workers)
+    split.start(order, pass_id=0)
+    labels[workers] = np.asarray(split.next_call(4)[1])
+    split.close()
+  np.testing.assert_array_equal(labels[1], order)
+  np.testing.assert_array_equal(labels[0], labels[1])

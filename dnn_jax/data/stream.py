@@ -13,6 +13,7 @@ import time
 
 import grain
 import jax
+from absl import flags
 import numpy as np
 
 from dnn_jax import parallel
@@ -93,6 +94,8 @@ class SplitStream:
     # Threads overlap the reads (PNG decoding releases the GIL); worker processes add CPUs.
     stream = dataset.to_iter_dataset(grain.ReadOptions(num_threads=THREADS))
     if self.workers:
+      if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (their defaults here)
+        flags.FLAGS.mark_as_parsed()
       stream = stream.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers))
     self.iterator = iter(stream)
     self.pass_id, self.first_step, self.steps_read = pass_id, first_step, 0
