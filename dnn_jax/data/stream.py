@@ -13,8 +13,8 @@ import time
 
 import grain
 import jax
-from absl import flags
 import numpy as np
+from absl import flags
 
 from dnn_jax import parallel
 
