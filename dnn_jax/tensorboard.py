@@ -113,6 +113,7 @@ def _record(data: bytes) -> bytes:
 def _events(path: pathlib.Path):
   """The Event protos of one file (TFRecords), up to a record cut short by a crash."""
   from google.protobuf.message import DecodeError
+
   _load_tensorboardx()
   from tensorboardX.proto.event_pb2 import Event
 
@@ -222,6 +223,7 @@ def log_report_images(workdir, pngs: dict[str, pathlib.Path], step: int) -> None
   if jax.process_index() != 0:
     return
   from PIL import Image
+
   _load_tensorboardx()
   from tensorboardX.proto.summary_pb2 import Summary
 
