@@ -117,7 +117,8 @@ def use_compilation_cache(directory: str) -> None:
 
 
 def setup(config) -> Experiment:
-  """Validates config, loads the data onto the mesh and builds the model; compiles nothing."""
+  """Validates config, loads the data onto the mesh (or opens it to stream) and builds the
+  model; compiles nothing."""
   config = configs.validated(config)
   parallel.initialize_distributed(config.distributed)
   if config.compilation_cache_dir:
