@@ -150,12 +150,19 @@ def setup(config) -> Experiment:
   order_sharding = parallel.batch_sharded(mesh, batch_axis=1)
   eval_batch = -(-config.eval_batch_size // mesh.size) * mesh.size  # padded: any size works
   arrays = streams = None
+  calls = calls_per_epoch(
+    config, steps_per_epoch, stream_steps(config.data, config.batch_size) if streaming else 0
+  )
   if streaming:
     batches = {k: config.batch_size if k == 'train' else eval_batch for k in names}
-    streams = {
-      k: stream_of(getattr(splits, k), mesh, batches[k], splits.image_shape, config.data.workers)
-      for k in names
+    call = {
+      k: calls[0][1] if k == 'train' else stream_steps(config.data, eval_batch) for k in names
     }
+    streams = {  # each reads two calls' worth of batches ahead
+      k: stream_of(getattr(splits, k), mesh, batches[k], splits.image_shape, config.data.workers,
+                   2 * call[k])
+      for k in names
+    }  # fmt: skip
   else:
     arrays = {
       k: parallel.put((getattr(splits, k)['image'], getattr(splits, k)['label']), replicated)
@@ -183,9 +190,6 @@ def setup(config) -> Experiment:
     initial_state=parallel.put(state, replicated),
     summary=model_summary,
   )
-  calls = calls_per_epoch(
-    config, steps_per_epoch, stream_steps(config.data, config.batch_size) if streaming else 0
-  )
   return Experiment(config, mesh, data, learner, calls)
 
 
@@ -202,11 +206,11 @@ def _choose_pipeline(data_config, mesh) -> tuple[str, str]:
   return data_pipeline.choose(data_config, sizes, mesh.devices.flat[0])
 
 
-def stream_of(source, mesh, batch: int, image_shape, workers: int):
+def stream_of(source, mesh, batch: int, image_shape, workers: int, prefetch: int):
   """A data.stream.SplitStream (grain is imported by streaming runs only)."""
   from dnn_jax.data import stream
 
-  return stream.SplitStream(source, mesh, batch, image_shape, workers)
+  return stream.SplitStream(source, mesh, batch, image_shape, workers, prefetch)
 
 
 def stream_steps(data_config, batch: int) -> int:

@@ -67,9 +67,13 @@ class ReadBatch:
 class SplitStream:
   """One split's batches for this process, call by call, in an order given per pass."""
 
-  def __init__(self, source, mesh, batch: int, image_shape: tuple, workers: int = 0):
+  def __init__(
+    self, source, mesh, batch: int, image_shape: tuple, workers: int = 0, prefetch: int = 16
+  ):
+    """prefetch: batches read ahead; two calls' worth keeps the next call ready and no more
+    (reading further ahead only takes cores from the training computation)."""
     self.source, self.batch, self.image_shape = source, batch, tuple(image_shape)
-    self.workers = workers
+    self.workers, self.prefetch = workers, prefetch
     self.sharding = parallel.batch_sharded(mesh, batch_axis=1)
     self.iterator = None
     self.pass_id = None  # which pass the iterator walks (the epoch, for training)
@@ -92,7 +96,9 @@ class SplitStream:
     local_SxB = np.ascontiguousarray(order_SxB[first_step:, self.columns()])
     dataset = grain.MapDataset.range(len(local_SxB)).map(ReadBatch(self.source, local_SxB))
     # Threads overlap the reads (PNG decoding releases the GIL); worker processes add CPUs.
-    stream = dataset.to_iter_dataset(grain.ReadOptions(num_threads=THREADS))
+    stream = dataset.to_iter_dataset(
+      grain.ReadOptions(num_threads=THREADS, prefetch_buffer_size=self.prefetch)
+    )
     if self.workers:
       if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (their defaults here)
         flags.FLAGS.mark_as_parsed()
