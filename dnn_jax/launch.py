@@ -38,6 +38,7 @@ def define_flags() -> None:
   flags.DEFINE_integer('time_min', 60, 'Time limit per submission, minutes.')
   flags.DEFINE_integer('signal_delay_s', 120, 'USR2 this long before the time limit.')
   flags.DEFINE_bool('wait', None, 'Wait for the job and print its result (default: local only).')
+  flags.DEFINE_bool('report', True, 'Draw <workdir>/report/ when the run has finished.')
   flags.mark_flags_as_required(['config'])
 
 
@@ -50,8 +51,9 @@ class TrainJob:
   Requeuing submits the same job again: it resumes from the workdir's latest checkpoint.
   """
 
-  def __init__(self, config_json: str, workdir: str, coordinator_port: int = 0):
+  def __init__(self, config_json: str, workdir: str, coordinator_port: int = 0, report=True):
     self.config_json, self.workdir, self.coordinator_port = config_json, workdir, coordinator_port
+    self.report = report
 
   def __call__(self) -> dict:
     import submitit
@@ -68,6 +70,8 @@ class TrainJob:
     result = train.train_and_evaluate(config, pathlib.Path(self.workdir))
     if result.get('preempted', {}).get('signal') == REQUEUE_SIGNAL and callable(requeue):
       requeue(signal.SIGUSR2, None)  # saved already: submitit checkpoints this job and requeues
+    if self.report and 'test' in result and job.global_rank == 0:
+      _draw_report(self.workdir)
     return {k: result[k] for k in ('test', 'best', 'preempted') if k in result}
 
   def checkpoint(self, *args, **kwargs):
@@ -75,6 +79,20 @@ class TrainJob:
     import submitit
 
     return submitit.helpers.DelayedSubmission(self)
+
+
+def _draw_report(workdir: str) -> None:
+  """The finished run's report, as dnn_jax.main draws it; a failure is one line, not the job's."""
+  from dnn_jax.report import build
+
+  try:
+    build.report_finished_run(workdir)
+  except Exception as e:  # the run's results are saved; only the pictures are missing
+    print(
+      f'error: the report could not be drawn ({type(e).__name__}: {e}); redraw it with '
+      f'python -m dnn_jax.report --workdir {workdir}',
+      file=sys.stderr,
+    )
 
 
 def _under_slurm(job) -> bool:
@@ -109,8 +127,8 @@ def make_executor(
 
 
 def submit(config, workdir, *, executor='auto', nodes=1, gpus_per_node=0, tasks_per_node=0,
-           partition='', time_min=60, signal_delay_s=120):  # fmt: skip
-  """Submits config's training run; returns the submitit job."""
+           partition='', time_min=60, signal_delay_s=120, report=True):  # fmt: skip
+  """Submits config's training run (its report drawn at the end); returns the submitit job."""
   from dnn_jax import configs
 
   configs.validated(config)  # a bad value fails here, not in the queue
@@ -121,7 +139,7 @@ def submit(config, workdir, *, executor='auto', nodes=1, gpus_per_node=0, tasks_
     signal_delay_s, workdir.name,
   )  # fmt: skip
   port = _free_port() if nodes * tasks > 1 else 0
-  return submitter.submit(TrainJob(config.to_json(), str(workdir), port))
+  return submitter.submit(TrainJob(config.to_json(), str(workdir), port, report))
 
 
 def _free_port() -> int:
@@ -138,6 +156,7 @@ def main(argv):
     submit, FLAGS.config, workdir, executor=FLAGS.executor, nodes=FLAGS.nodes,
     gpus_per_node=FLAGS.gpus_per_node, tasks_per_node=FLAGS.tasks_per_node,
     partition=FLAGS.partition, time_min=FLAGS.time_min, signal_delay_s=FLAGS.signal_delay_s,
+    report=FLAGS.report,
   )  # fmt: skip
   print(f'Submitted job {job.job_id}; its logs: {job.paths.stdout}', flush=True)
   wait = FLAGS.wait if FLAGS.wait is not None else job.__class__.__name__.startswith('Local')

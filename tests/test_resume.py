@@ -159,7 +159,7 @@ def test_a_job_requeued_by_submitit_after_usr2_resumes_and_equals_an_uninterrupt
   config.data.validation_split = config.data.test_split = 'test[:1000]'
   config.num_epochs, config.steps_per_call, config.checkpoint.every_steps = 3, 5, 10
   config.progress = 'lines'
-  job = launch.submit(config, tmp_path, executor='local', time_min=60)
+  job = launch.submit(config, tmp_path, executor='local', time_min=60, report=False)
   deadline = time.monotonic() + 180
   while 20 not in saved_steps(tmp_path):
     assert not job.done() and time.monotonic() < deadline, job.stdout()
