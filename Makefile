@@ -34,7 +34,7 @@ $(PREPARED): $(INSTALLED)
 $(INSTALLED): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --no-compile -e '.[dev]'  # .pyc written on first import, not for every file
+	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
 lint: $(INSTALLED)

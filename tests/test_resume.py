@@ -16,6 +16,7 @@ import time
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import psutil
 import pytest
 from conftest import REPO, run_python
 
@@ -150,7 +151,6 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(
 def test_a_job_requeued_by_submitit_after_usr2_resumes_and_equals_an_uninterrupted_run(
   tmp_path, uninterrupted
 ):
-  psutil = pytest.importorskip('psutil')
   from dnn_jax import launch
   from experiments import mnist_mlp
 
