@@ -19,6 +19,7 @@ PIPELINES = ('device', 'grain', 'auto')
 ADDED = {
   'data': {'pipeline': 'device', 'device_budget_mb': 0, 'workers': 0},
   'distributed': {'cluster': 'auto'},
+  'log': {'csv': False},
 }
 
 
@@ -50,6 +51,8 @@ def validated(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _choice(config.dtype, DTYPES, 'dtype')
   _choice(config.data.pipeline, PIPELINES, 'data.pipeline')
   _choice(config.distributed.cluster, parallel.cluster_names(), 'distributed.cluster')
+  if not isinstance(config.log.csv, bool):
+    raise ConfigError(f'config.log.csv={config.log.csv!r} must be True or False')
   for key in ('data.device_budget_mb', 'data.workers'):
     _positive(config, key, allow_zero=True)
   _positive(config, 'optimizer.learning_rate', kind=(int, float))

@@ -9,7 +9,7 @@ import time
 import jax
 import numpy as np
 
-from dnn_jax import checkpoint, experiment, files, metrics, parallel, progress, steps
+from dnn_jax import checkpoint, experiment, files, logs, metrics, parallel, progress, steps
 from dnn_jax.errors import CheckpointError, NonFiniteError
 
 
@@ -312,6 +312,8 @@ class Trainer:
   def _write(self, result: dict) -> None:
     if self.workdir is not None:
       write_json(self.workdir / 'metrics.json', result)
+      if self.config.log.csv:
+        logs.write_csv(self.workdir, result['history'])
 
 
 def build(config) -> Trainer:

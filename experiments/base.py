@@ -58,6 +58,9 @@ def get_config() -> ml_collections.ConfigDict:
   # programs instead of compiling them ('' = none). Only point it at a directory you trust.
   config.compilation_cache_dir = ''
   config.progress = 'auto'  # auto (a bar on a terminal), bar or lines
+  # Log sinks beside metrics.json and TensorBoard (dnn_jax/logs.py), fed the same records.
+  config.log = ml_collections.ConfigDict()
+  config.log.csv = False  # <workdir>/metrics.csv, one row per epoch
 
   # Checkpoints in <workdir>/checkpoints: one at every epoch's end, and, if every_steps > 0, at
   # the end of the compiled call that reaches each multiple of every_steps (calls are cut to
