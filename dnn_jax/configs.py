@@ -56,7 +56,7 @@ def validated(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   for key in ('data.device_budget_mb', 'data.workers'):
     _positive(config, key, allow_zero=True)
   _positive(config, 'optimizer.learning_rate', kind=(int, float))
-  for key in ('batch_size', 'eval_batch_size', 'num_epochs'):
+  for key in ('batch_size', 'eval_batch_size', 'num_epochs', 'grad_accum_steps'):
     _positive(config, key)
   _positive(config, 'checkpoint.max_to_keep')
   for key in ('steps_per_call', 'num_devices', 'checkpoint.every_steps'):
@@ -93,6 +93,7 @@ def from_saved(saved: dict) -> ml_collections.ConfigDict:
   saved.pop('loss', None)
   for section, added in ADDED.items():
     saved[section] = {**added, **saved.get(section, {})}
+  saved.setdefault('grad_accum_steps', 1)  # added since, too
   optimizer = saved.get('optimizer', {})
   taken = {*optim.SHARED_KEYS, *optim.arguments(optimizer.get('name', ''))}
   saved['optimizer'] = {k: v for k, v in optimizer.items() if k in taken}

@@ -141,7 +141,7 @@ def setup(config) -> Experiment:
   model = configs.create_model(config)
   model_summary = summary.format_summary(model, splits.image_shape, title=config.model.name)
   steps_per_epoch = -(-num_train // config.batch_size)
-  tx = optim.create(config.optimizer, steps_per_epoch, config.num_epochs)
+  tx, schedule = optimizer(config, steps_per_epoch)
   graphdef, state = steps.init_state(model, tx)
   del model  # from here on the model lives as (graphdef, state) on the mesh
 
@@ -186,11 +186,29 @@ def setup(config) -> Experiment:
   learner = Learner(
     graphdef=graphdef,
     tx=tx,
-    schedule=optim.learning_rate_schedule(config.optimizer, steps_per_epoch, config.num_epochs),
+    schedule=schedule,
     initial_state=parallel.put(state, replicated),
     summary=model_summary,
   )
   return Experiment(config, mesh, data, learner, calls)
+
+
+def optimizer(config, steps_per_epoch: int):
+  """(optax transformation, batch step -> learning rate) for config.
+
+  With config.grad_accum_steps = k > 1 the optimizer updates once every k batches, with their
+  mean gradient (optax.MultiSteps): k batches of batch_size take the step one batch of
+  k * batch_size would (BatchNorm statistics aside: they move with every batch). Schedules
+  count those updates, steps_per_epoch / k per epoch.
+  """
+  k = config.grad_accum_steps
+  updates_per_epoch = steps_per_epoch / k if k > 1 else steps_per_epoch
+  tx = optim.create(config.optimizer, updates_per_epoch, config.num_epochs)
+  per_update = optim.learning_rate_schedule(config.optimizer, updates_per_epoch, config.num_epochs)
+  if k == 1:
+    return tx, per_update
+  accumulated = optax.MultiSteps(tx, every_k_schedule=k).gradient_transformation()
+  return accumulated, lambda step: per_update(step // k)
 
 
 def _choose_pipeline(data_config, mesh) -> tuple[str, str]:

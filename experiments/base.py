@@ -34,6 +34,9 @@ def get_config() -> ml_collections.ConfigDict:
   # precision, for GPUs/TPUs; a CPU emulates it slowly).
   config.dtype = 'float32'
   config.batch_size = 128  # global: split evenly across devices
+  # Update the weights once every N batches, with their mean gradient: an N * batch_size
+  # recipe on fewer (or smaller) devices (BatchNorm statistics still move every batch).
+  config.grad_accum_steps = 1
   config.eval_batch_size = 1000
   config.num_epochs = 10
   # Stop after the first epoch whose validation accuracy reaches this (0 = train every epoch);

@@ -187,3 +187,21 @@ def test_bfloat16_resnet_trains_with_float32_batchnorm_statistics(base_config, t
   metadata = restored.manager.item_metadata(restored.latest_step())
   dtypes = {m.dtype for item in ('params', 'model_state') for m in jax.tree.leaves(metadata[item])}
   assert dtypes == {np.dtype('float32')}
+
+
+@pytest.mark.slow
+def test_four_accumulated_batches_of_32_take_the_steps_of_batches_of_128(base_config):
+  params = {}
+  for batch_size, accumulate in ((128, 1), (32, 4)):
+    config = small_config(base_config, batch_size=batch_size, grad_accum_steps=accumulate)
+    config.data.train_split = 'train[:128]'  # an epoch: one batch of 128, or four of 32
+    config.data.validation_split = config.data.test_split = 'test[:100]'
+    run = trainer.build(config)
+    run.fit()
+    params[accumulate] = jax.tree.leaves(run.state.params)
+    # The learning rate reported is the one of the update the batch took part in.
+    assert run.exp.learner.schedule(3) == run.exp.learner.schedule(0)
+  # Dropout masks come from the example's index, so the 4 small batches drop what the big one
+  # does; the mean of their gradients is the big batch's, up to float summation order.
+  for a, b in zip(params[1], params[4], strict=True):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)  # Adam divides tiny gradients

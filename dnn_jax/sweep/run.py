@@ -33,6 +33,10 @@ def run_sweep(config, workdir) -> list[dict]:
 
 def _run_sweep(config, workdir: pathlib.Path) -> list[dict]:
   sweep = config.sweep
+  if config.grad_accum_steps != 1:  # a group's optimizer is its own (vmapped.scaled_optimizer)
+    raise ConfigError(
+      f'config.grad_accum_steps={config.grad_accum_steps} is not supported in a sweep; use 1'
+    )
   if config.data.pipeline != 'device':  # the trials of a group share one device-resident copy
     raise ConfigError(
       f'a sweep keeps its data on the device; config.data.pipeline={config.data.pipeline!r} '
