@@ -22,7 +22,9 @@ from orbax.checkpoint import checkpoint_managers as policies
 from dnn_jax import files, parallel, steps
 from dnn_jax.errors import CheckpointError, DiskFullError
 
-ARRAY_ITEMS = ('params', 'model_state', 'opt_state')  # TrainState fields saved as arrays
+# TrainState fields saved as arrays (ema: only where config.ema.decay keeps one)
+ARRAY_ITEMS = ('params', 'model_state', 'opt_state', 'ema')
+WEIGHTS = ('params', 'model_state', 'ema')  # what evaluation reads: no optimizer state
 # Free space a save needs beyond its arrays' bytes: orbax's metadata files and the meta JSON.
 SAVE_OVERHEAD_BYTES = 256 * 1024
 UNREADABLE_DIR = 'checkpoints_unreadable'  # beside checkpoints/: where broken ones are moved
@@ -59,15 +61,24 @@ class Checkpoints:
     async_save: bool = True,
     read_only: bool = False,
     stream: bool = False,
+    keep_improvement: bool = False,
   ):
-    """stream: also save and restore a streaming run's data iterator (the item 'data')."""
+    """stream: also save and restore a streaming run's data iterator (the item 'data').
+
+    keep_improvement: also keep the last epoch's checkpoint whose metrics counted an
+    'improvement' (early_stopping.restore_best_weights: a resumed run reads its weights).
+    """
     self.directory = pathlib.Path(directory).absolute()
-    keep = policies.AnyPreservationPolicy(
-      [
-        policies.LatestN(n=max_to_keep),
-        policies.BestN(get_metric_fn=_rank, n=1, keep_checkpoints_without_metrics=False),
-      ]
-    )
+    kept = [
+      policies.LatestN(n=max_to_keep),
+      policies.BestN(get_metric_fn=_rank, n=1, keep_checkpoints_without_metrics=False),
+    ]
+    if keep_improvement:  # improvements count up: the latest one's first epoch ranks highest
+      last_improvement = lambda m: (m.get('improvements', 0), -m['step'])
+      kept.append(
+        policies.BestN(get_metric_fn=last_improvement, n=1, keep_checkpoints_without_metrics=False)
+      )
+    keep = policies.AnyPreservationPolicy(kept)
     options = ocp.CheckpointManagerOptions(
       preservation_policy=keep,
       enable_async_checkpointing=async_save,

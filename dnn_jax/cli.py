@@ -29,8 +29,13 @@ def run_reporting_errors(fn, *args, **kwargs):
     sys.exit(2)
 
 
-def parse_flags(argv):
-  """absl's flag parsing, for app.run: a bad --config file, key or stray argument is one line."""
+def parse_flags(argv, positional: bool = False):
+  """absl's flag parsing, for app.run: a bad --config file, key or stray argument is one line.
+
+  positional: keep the arguments that are not flags (dnn_jax.predict's files), in argv[1:] of
+  main, instead of refusing them; e.g. flags_parser=functools.partial(parse_flags,
+  positional=True).
+  """
   try:
     remaining = flags.FLAGS(argv)
   except Exception as e:
@@ -44,7 +49,7 @@ def parse_flags(argv):
     if not isinstance(e, AttributeError | KeyError):
       raise
     _exit_with(_unknown_override(e, argv))  # ml_collections on a key the config lacks
-  if len(remaining) > 1:  # every command here takes flags only
+  if len(remaining) > 1 and not positional:  # the other commands take flags only
     _exit_with(f'unexpected arguments: {" ".join(remaining[1:])}; flags take the form --name=value')
   if 'config' in flags.FLAGS and flags.FLAGS['config'].present:
     path = config_flags.get_config_filename(flags.FLAGS['config'])

@@ -6,7 +6,7 @@ import pathlib
 
 import ml_collections
 
-from dnn_jax import models, optim, parallel
+from dnn_jax import callbacks, models, optim, parallel
 from dnn_jax.data import augment, catalog
 from dnn_jax.errors import ConfigError
 
@@ -19,8 +19,18 @@ PIPELINES = ('device', 'grain', 'auto')
 ADDED = {
   'data': {'pipeline': 'device', 'device_budget_mb': 0, 'workers': 0},
   'distributed': {'cluster': 'auto'},
-  'log': {'csv': False},
-}
+  'log': {'csv': False, 'wandb': False, 'wandb_project': 'dnn_jax'},
+  'profile': {'start_step': -1, 'num_steps': 10},
+  'ema': {'decay': 0.0, 'warmup': True},
+  'reduce_lr_on_plateau': {
+    'enabled': False, 'monitor': 'val_loss', 'factor': 0.1, 'patience': 10, 'min_delta': 1e-4,
+    'cooldown': 0, 'min_lr': 0.0, 'mode': 'auto',
+  },
+  'early_stopping': {
+    'enabled': False, 'monitor': 'val_loss', 'patience': 0, 'min_delta': 0.0, 'mode': 'auto',
+    'restore_best_weights': False,
+  },
+}  # fmt: skip
 
 
 def _choice(value, choices, key):
@@ -53,6 +63,8 @@ def validated(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _choice(config.distributed.cluster, parallel.cluster_names(), 'distributed.cluster')
   if not isinstance(config.log.csv, bool):
     raise ConfigError(f'config.log.csv={config.log.csv!r} must be True or False')
+  _check_wandb(config.log)
+  _check_profile(config.profile)
   for key in ('data.device_budget_mb', 'data.workers'):
     _positive(config, key, allow_zero=True)
   _positive(config, 'optimizer.learning_rate', kind=(int, float))
@@ -61,6 +73,14 @@ def validated(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _positive(config, 'checkpoint.max_to_keep')
   for key in ('steps_per_call', 'num_devices', 'checkpoint.every_steps'):
     _positive(config, key, allow_zero=True)
+  _check_callbacks(config)
+  decay = config.ema.decay
+  if not isinstance(decay, int | float) or isinstance(decay, bool) or not 0 <= decay < 1:
+    raise ConfigError(
+      f'config.ema.decay={decay!r} must be in [0, 1) (e.g. 0.999; 0 = no weight average)'
+    )
+  if not isinstance(config.ema.warmup, bool):
+    raise ConfigError(f'config.ema.warmup={config.ema.warmup!r} must be True or False')
   target = config.get('stop_at_accuracy', 0.0)  # absent from configs saved before it existed
   if not isinstance(target, int | float) or not 0 <= target <= 1:  # NaN too
     raise ConfigError(
@@ -80,6 +100,66 @@ def validated(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   augment.make_chain(config.augment)  # raises on an unknown op or parameter
   augment.make_chain(config.eval_augment)
   return config
+
+
+def _check_wandb(log) -> None:
+  if not isinstance(log.wandb, bool):
+    raise ConfigError(f'config.log.wandb={log.wandb!r} must be True or False')
+  if not isinstance(log.wandb_project, str) or not log.wandb_project:
+    raise ConfigError(f'config.log.wandb_project={log.wandb_project!r} must be a project name')
+
+
+def _check_profile(profile) -> None:
+  start, num_steps = profile.start_step, profile.num_steps
+  if not isinstance(start, int) or isinstance(start, bool) or start < -1:
+    raise ConfigError(
+      f'config.profile.start_step={start!r} must be the first step to trace (>= 0), or -1 for '
+      f'no profile'
+    )
+  if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:
+    raise ConfigError(f'config.profile.num_steps={num_steps!r} must be a positive integer')
+
+
+def _check_callbacks(config) -> None:
+  """Keras's ReduceLROnPlateau and EarlyStopping arguments, as Keras checks them and more."""
+  for name in ('reduce_lr_on_plateau', 'early_stopping'):
+    section = config[name]
+    for key in ('enabled',) + (('restore_best_weights',) if name == 'early_stopping' else ()):
+      if not isinstance(section[key], bool):
+        raise ConfigError(f'config.{name}.{key}={section[key]!r} must be True or False')
+    _choice(section.monitor, callbacks.MONITORS, f'{name}.monitor')
+    _choice(section.mode, callbacks.MODES, f'{name}.mode')
+    _positive(config, f'{name}.patience', allow_zero=True)
+    _positive(config, f'{name}.min_delta', kind=(int, float), allow_zero=True)
+  plateau = config.reduce_lr_on_plateau
+  _positive(config, 'reduce_lr_on_plateau.cooldown', allow_zero=True)
+  _positive(config, 'reduce_lr_on_plateau.min_lr', kind=(int, float), allow_zero=True)
+  if not isinstance(plateau.factor, int | float) or not 0 < plateau.factor < 1:
+    raise ConfigError(
+      f'config.reduce_lr_on_plateau.factor={plateau.factor!r} must be in (0, 1): the new '
+      f'learning rate is the old one times it'
+    )
+
+
+def check_vmappable(config, command: str) -> None:
+  """Raises ConfigError for what trials trained side by side in one program cannot do."""
+  if config.grad_accum_steps != 1:  # the trials' optimizer is vmapped.scaled_optimizer
+    raise ConfigError(
+      f'config.grad_accum_steps={config.grad_accum_steps} is not supported by {command}; use 1'
+    )
+  if config.data.pipeline != 'device':  # the trials share one device-resident copy
+    raise ConfigError(
+      f'{command} keeps its data on the device; config.data.pipeline={config.data.pipeline!r} '
+      f"is not supported here, use 'device'"
+    )
+  if config.ema.decay:
+    raise ConfigError(f'config.ema.decay is not supported by {command}; use 0')
+  for name in ('reduce_lr_on_plateau', 'early_stopping'):
+    if config[name].enabled:
+      raise ConfigError(
+        f'config.{name} is not supported by {command} (its trials share one program); '
+        f'set --config.{name}.enabled=False'
+      )
 
 
 def from_saved(saved: dict) -> ml_collections.ConfigDict:

@@ -34,7 +34,7 @@ def evaluate_checkpoint(workdir, which: str = 'latest') -> dict:
   else:
     config.num_devices = 0
   exp = experiment.setup(config)
-  state, _ = source.restore(step, exp.learner.initial_state, items=('params', 'model_state'))
+  state, _ = source.restore(step, exp.learner.initial_state, items=checkpoint.WEIGHTS)
   programs = experiment.compile_programs(exp, train=False)
   path = workdir / 'checkpoints' / str(step)
   result = {

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 from jax.experimental.compilation_cache import compilation_cache
 
-from dnn_jax import configs, optim, parallel, steps, summary
+from dnn_jax import callbacks, configs, optim, parallel, steps, summary
 from dnn_jax.data import augment
 from dnn_jax.data import pipeline as data_pipeline
 from dnn_jax.data import splits as data_splits
@@ -142,7 +142,7 @@ def setup(config) -> Experiment:
   model_summary = summary.format_summary(model, splits.image_shape, title=config.model.name)
   steps_per_epoch = -(-num_train // config.batch_size)
   tx, schedule = optimizer(config, steps_per_epoch)
-  graphdef, state = steps.init_state(model, tx)
+  graphdef, state = steps.init_state(model, tx, ema=config.ema.decay > 0)
   del model  # from here on the model lives as (graphdef, state) on the mesh
 
   replicated = parallel.replicated(mesh)
@@ -200,10 +200,15 @@ def optimizer(config, steps_per_epoch: int):
   mean gradient (optax.MultiSteps): k batches of batch_size take the step one batch of
   k * batch_size would (BatchNorm statistics aside: they move with every batch). Schedules
   count those updates, steps_per_epoch / k per epoch.
+
+  With config.reduce_lr_on_plateau enabled, the updates are scaled last by the factor it has
+  cut the rate by (callbacks.scale_by_plateau), which the trainer sets between epochs.
   """
   k = config.grad_accum_steps
   updates_per_epoch = steps_per_epoch / k if k > 1 else steps_per_epoch
   tx = optim.create(config.optimizer, updates_per_epoch, config.num_epochs)
+  if config.reduce_lr_on_plateau.enabled:
+    tx = optax.chain(tx, callbacks.scale_by_plateau())
   per_update = optim.learning_rate_schedule(config.optimizer, updates_per_epoch, config.num_epochs)
   if k == 1:
     return tx, per_update
@@ -263,9 +268,12 @@ def calls_per_epoch(config, steps_per_epoch: int, max_steps: int = 0) -> tuple:
   return tuple((a, min(a + size, steps_per_epoch)) for a in range(0, steps_per_epoch, size))
 
 
-def compile_programs(exp: Experiment, *, train: bool = True, resume_at: int = 0) -> Programs:
+def compile_programs(
+  exp: Experiment, *, train: bool = True, resume_at: int = 0, extra_calls=()
+) -> Programs:
   """Compiles ahead of time the epoch's training calls (and, resuming at a step inside an
-  epoch, the shorter first call) and the evaluations; equal-sized splits share an executable.
+  epoch, the shorter first call; and extra_calls, the profiled window's cuts) and the
+  evaluations; equal-sized splits share an executable.
   """
   start = time.perf_counter()
   config, mesh, data, learner = exp.config, exp.mesh, exp.data, exp.learner
@@ -278,11 +286,14 @@ def compile_programs(exp: Experiment, *, train: bool = True, resume_at: int = 0)
       augmenter(config.augment),
       skip_nonfinite=config.on_nonfinite == 'skip_step',
       compute_dtype=jnp.dtype(config.dtype),
+      ema_decay=config.ema.decay,
+      ema_warmup=config.ema.warmup,
+      accumulate=config.grad_accum_steps,
     )
     train_chunk = parallel.train_program(train_chunk, mesh, config.parallel, streamed)
     shuffle_key, example_key = run_keys(config.seed)
     order = data.epoch_order(shuffle_key, 0)
-    for a, b in [*exp.calls, *exp.calls_from(resume_at % exp.steps_per_epoch)]:
+    for a, b in [*exp.calls, *exp.calls_from(resume_at % exp.steps_per_epoch), *extra_calls]:
       if b - a not in train_calls:
         args = (state, *_inputs(exp, 'train', order[: b - a]), order[: b - a], example_key)
         train_calls[b - a] = train_chunk.lower(*args).compile()

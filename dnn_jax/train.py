@@ -7,7 +7,7 @@ import shutil
 
 import jax
 
-from dnn_jax import checkpoint, configs, experiment, parallel, preemption, tensorboard, trainer
+from dnn_jax import checkpoint, configs, experiment, logs, parallel, preemption, trainer
 from dnn_jax import workdir as workdir_lib
 from dnn_jax.errors import DiskFullError, UserError
 
@@ -23,6 +23,7 @@ def train_and_evaluate(config, workdir) -> dict:
     What it writes to metrics.json; with 'preempted' if a SIGTERM/SIGINT stopped it.
   """
   configs.validated(config)  # a bad value must not leave an empty workdir behind
+  logs.check_installed(config.log)
   created = not pathlib.Path(workdir).exists()
   workdir = workdir_lib.prepare(workdir)
   try:
@@ -34,6 +35,7 @@ def train_and_evaluate(config, workdir) -> dict:
         config.checkpoint.max_to_keep,
         config.checkpoint.async_save,
         stream=exp.data.streams is not None,
+        keep_improvement=config.early_stopping.restore_best_weights,
       )
       try:
         result = _run(trainer.Trainer(exp, checkpoints=ckpts, stop=stop, workdir=workdir))
@@ -55,10 +57,12 @@ def _run(run: trainer.Trainer) -> dict:
   quiet = jax.process_index() != 0
   run.restore()  # before compiling: a checkpoint that does not fit fails fast
   run.compile()
-  run.board = tensorboard.Writer(run.workdir, run.exp, run.progress)  # process 0 writes
   with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
     _print_header(run)
-    return run.fit()
+    # TensorBoard and config.log.wandb's run (process 0 writes); closed, as is a cut-short trace.
+    sinks = logs.open_sinks(run.workdir, run.exp, run.progress)
+    with sinks as run.board, contextlib.closing(run.profiler):
+      return run.fit()
 
 
 def _last_complete(workdir: pathlib.Path) -> str:

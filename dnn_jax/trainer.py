@@ -7,9 +7,21 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from dnn_jax import checkpoint, experiment, files, logs, metrics, parallel, progress, steps
+from dnn_jax import (
+  callbacks,
+  checkpoint,
+  experiment,
+  files,
+  logs,
+  metrics,
+  parallel,
+  profiling,
+  progress,
+  steps,
+)
 from dnn_jax.errors import CheckpointError, NonFiniteError
 
 
@@ -22,12 +34,14 @@ class Progress:
   train_seconds: list = dataclasses.field(default_factory=list)  # per finished epoch
   epoch_sums: dict | None = None  # float64 metric sums of the current epoch so far
   epoch_seconds: float = 0.0  # training time spent in the current epoch so far
+  # Keras-callback states by name (callbacks.py): reduce_lr_on_plateau, early_stopping.
+  callbacks: dict = dataclasses.field(default_factory=dict)
 
 
 class Trainer:
   """Trains an Experiment: the loop, where it stands, and what it saves and writes.
 
-  `checkpoints`, `stop` (a preemption.StopRequests), `board` (a tensorboard.Writer) and
+  `checkpoints`, `stop` (a preemption.StopRequests), `board` (logs.Sinks: TensorBoard, W&B) and
   `workdir` (for metrics.json) are optional: without them it trains in memory, as the sweep's
   reference runs and the benchmarks do.
   """
@@ -36,12 +50,15 @@ class Trainer:
     self.exp, self.config = exp, exp.config
     self.checkpoints, self.stop, self.workdir = checkpoints, stop, workdir
     self.board = None  # set once the start is known: it opens at the run's step
+    self.profiler = profiling.Profiler(self.config, exp.steps_per_epoch, workdir)
     self.state = exp.learner.initial_state
     self.progress = Progress()
     self.shuffle_key, self.example_key = experiment.run_keys(self.config.seed)
     self.programs: experiment.Programs | None = None
     self.start_note: str | None = None  # where the run starts, when not from scratch
     self.stream_state = None  # streaming: the train stream's state saved with the resumed step
+    # early_stopping.restore_best_weights: (params, model_state, ema) of the best epoch so far.
+    self.best_weights = None
 
   # Setting out ---------------------------------------------------------------------------
 
@@ -56,7 +73,9 @@ class Trainer:
       self.state = state.replace(step=parallel.put(np.int32(step), state.step.sharding))
       keys = {k: jax.random.wrap_key_data(np.array(v, np.uint32)) for k, v in meta['rng'].items()}
       self.shuffle_key, self.example_key = keys['shuffle'], keys['example']
-      self.progress = Progress(**{f.name: meta[f.name] for f in dataclasses.fields(Progress)})
+      fields = [f.name for f in dataclasses.fields(Progress)]
+      self.progress = Progress(**{k: meta[k] for k in fields if k in meta})  # older: fewer
+      self._restore_best_weights(step)
       if exp.data.streams is not None:
         self.stream_state = self.checkpoints.read_stream_state(step)
       epoch, in_epoch = divmod(step, exp.steps_per_epoch)
@@ -72,12 +91,34 @@ class Trainer:
         self.state, _ = source.restore(step, self.state, items=('params', 'model_state'))
       except CheckpointError as e:
         raise CheckpointError(f'config.init_from: {e}') from None
+      if self.state.ema is not None:  # the average starts from the weights taken
+        self.state = self.state.replace(ema=jax.tree.map(jnp.copy, self.state.params))
       path = source.directory / str(step)
       self.start_note = f'Initialized weights from {path}; the optimizer starts afresh'
 
+  def _restore_best_weights(self, step: int) -> None:
+    """Resuming with early_stopping.restore_best_weights: the best epoch's weights, kept aside."""
+    best_epoch = self.progress.callbacks.get('early_stopping', {}).get('best_epoch')
+    if not (self.config.early_stopping.restore_best_weights and best_epoch):
+      return
+    best_step = best_epoch * self.exp.steps_per_epoch
+    if best_step == step:
+      self.best_weights = _weights(self.state)
+      return
+    if best_step not in self.checkpoints.all_steps():
+      raise CheckpointError(
+        f'early_stopping.restore_best_weights needs the checkpoint of epoch {best_epoch} '
+        f'(step {best_step}), which {self.checkpoints.directory} no longer holds; resume with '
+        f'--config.early_stopping.restore_best_weights=False, or use another --workdir'
+      )
+    best, _ = self.checkpoints.restore(best_step, self.state, items=checkpoint.WEIGHTS)
+    self.best_weights = _weights(best)
+
   def compile(self) -> None:
     """Compiles the training calls and evaluations ahead of time (a resumed call's length too)."""
-    self.programs = experiment.compile_programs(self.exp, resume_at=self.progress.step)
+    at = self.progress.step
+    extra = self.profiler.calls_to_compile(self.exp, at)  # none when config.profile is off
+    self.programs = experiment.compile_programs(self.exp, resume_at=at, extra_calls=extra)
 
   # The loop ------------------------------------------------------------------------------
 
@@ -126,6 +167,7 @@ class Trainer:
       )
       raise NonFiniteError(f'{e}; last good checkpoint: {kept}') from None
 
+    self._end_early_stopping(result)
     if self.reached_target():
       last = self.progress.history[-1]
       result['stopped_at_accuracy'] = last['epoch']
@@ -145,7 +187,8 @@ class Trainer:
   def done(self) -> bool:
     """Whether every epoch is trained, or the last one reached config.stop_at_accuracy."""
     total_steps = self.config.num_epochs * self.exp.steps_per_epoch
-    return self.progress.step >= total_steps or self.reached_target()
+    stopped = self.progress.callbacks.get('early_stopping', {}).get('stop', False)
+    return self.progress.step >= total_steps or self.reached_target() or stopped
 
   def reached_target(self) -> bool:
     """Whether the last finished epoch reached config.stop_at_accuracy (0: never stop early)."""
@@ -199,10 +242,12 @@ class Trainer:
     order, epoch_key = self.epoch_inputs(epoch, start)
     seconds_before, began = run.epoch_seconds, time.perf_counter()
     pending = None
-    for a, b in exp.calls_from(start):
+    for a, b in self.profiler.cut(exp.calls_from(start), first_step):
       if self._stop_requested():
         break
+      self.profiler.before(first_step + a, self.state)
       sums = self.train_call(order[a:b], epoch_key)
+      self.profiler.after(first_step + b, self.state)
       if pending:  # read the previous call's metrics while this one runs: no pipeline bubble
         self._absorb(*pending)
       pending = (b - a, sums)
@@ -229,7 +274,7 @@ class Trainer:
       'seconds': run.epoch_seconds + time.perf_counter() - start,
       'train_seconds': run.epoch_seconds,
       'eval_seconds': eval_seconds,
-      'learning_rate': float(self.exp.learner.schedule(run.step - 1)),
+      'learning_rate': self.learning_rate(),
       'nonfinite_steps': int(sums['nonfinite']),
     }
     if record['nonfinite_steps']:
@@ -241,9 +286,66 @@ class Trainer:
     run.history.append(record)
     run.train_seconds.append(run.epoch_seconds)
     run.epoch_sums, run.epoch_seconds = None, 0.0
-    self.save(ranking={'val_accuracy': val['accuracy']})
+    ranking, notes = self._epoch_callbacks(record)
+    self.save(ranking={'val_accuracy': val['accuracy'], **ranking})
     self._bar.end(record['seconds'], {k: record[k] for k in metrics.EPOCH})
+    for note in notes:
+      print(note, flush=True)
     return record
+
+  def learning_rate(self) -> float:
+    """The rate of the last step taken: the schedule's, times ReduceLROnPlateau's cuts."""
+    rate = float(self.exp.learner.schedule(self.progress.step - 1))
+    if self.config.reduce_lr_on_plateau.enabled:
+      rate *= callbacks.lr_scale(self.state.opt_state)
+    return rate
+
+  def _epoch_callbacks(self, record: dict) -> tuple[dict, list]:
+    """Runs ReduceLROnPlateau and EarlyStopping on the epoch's record, as Keras would.
+
+    Returns (what ranks the epoch's checkpoint, lines to print). A cut of the learning rate
+    changes the optimizer state's factor before the checkpoint is saved, as does everything
+    they decide: a resumed run continues from exactly here.
+    """
+    config, states = self.config, self.progress.callbacks
+    ranking, notes = {}, []
+    plateau = config.reduce_lr_on_plateau
+    if plateau.enabled:
+      rate = record['learning_rate']
+      states['reduce_lr_on_plateau'], new_rate = callbacks.reduce_lr_on_plateau(
+        plateau, states.get('reduce_lr_on_plateau', {}), record, rate
+      )
+      if new_rate is not None:
+        scale = callbacks.lr_scale(self.state.opt_state) * new_rate / rate
+        opt_state = callbacks.with_lr_scale(self.state.opt_state, scale)
+        self.state = self.state.replace(opt_state=opt_state)
+        notes.append(
+          f'Epoch {record["epoch"]}: ReduceLROnPlateau reducing learning rate to {new_rate:.4g}.'
+        )
+    stopping = config.early_stopping
+    if stopping.enabled:
+      state = callbacks.early_stopping(stopping, states.get('early_stopping', {}), record)
+      states['early_stopping'] = state
+      ranking['improvements'] = state.get('improvements', 0)
+      if stopping.restore_best_weights and state['best_epoch'] == record['epoch']:
+        self.best_weights = _weights(self.state)
+    return ranking, notes
+
+  def _end_early_stopping(self, result: dict) -> None:
+    """Says where EarlyStopping stopped; puts back the best epoch's weights if asked to."""
+    state = self.progress.callbacks.get('early_stopping', {})
+    if state.get('stop'):
+      epoch = self.progress.history[-1]['epoch']
+      result['early_stopped'] = {'epoch': epoch, 'best_epoch': state['best_epoch']}
+      print(f'Epoch {epoch}: early stopping', flush=True)
+    if self.best_weights is not None:
+      params, model_state, ema = self.best_weights
+      self.state = self.state.replace(params=params, model_state=model_state, ema=ema)
+      result['restored_best_weights'] = {'epoch': state['best_epoch']}
+      print(
+        f'Restoring model weights from the end of the best epoch: {state["best_epoch"]}.',
+        flush=True,
+      )
 
   def evaluate(self, split: str) -> dict:
     """{'loss', 'accuracy'} of the current state on 'validation' or 'test'."""
@@ -321,6 +423,11 @@ def build(config) -> Trainer:
   trainer = Trainer(experiment.setup(config))
   trainer.compile()
   return trainer
+
+
+def _weights(state: steps.TrainState) -> tuple:
+  """Copies of (params, model_state, ema): the next compiled call donates the state's buffers."""
+  return jax.tree.map(jnp.copy, (state.params, state.model_state, state.ema))
 
 
 def _check_same_run(meta: dict, exp: experiment.Experiment, path) -> None:

@@ -37,6 +37,14 @@ def get_config() -> ml_collections.ConfigDict:
   # Update the weights once every N batches, with their mean gradient: an N * batch_size
   # recipe on fewer (or smaller) devices (BatchNorm statistics still move every batch).
   config.grad_accum_steps = 1
+  # Evaluate (and keep as best, report, export) an exponential moving average of the weights,
+  # ema = decay * ema + (1 - decay) * weights after every update; 0 = off. BatchNorm statistics
+  # stay the trained model's.
+  config.ema = ml_collections.ConfigDict()
+  config.ema.decay = 0.0
+  # The n-th update averages with min(decay, (1 + n) / (10 + n)), as TensorFlow's
+  # ExponentialMovingAverage(num_updates): the initial weights fade in a few hundred steps.
+  config.ema.warmup = True
   config.eval_batch_size = 1000
   config.num_epochs = 10
   # Stop after the first epoch whose validation accuracy reaches this (0 = train every epoch);
@@ -64,6 +72,15 @@ def get_config() -> ml_collections.ConfigDict:
   # Log sinks beside metrics.json and TensorBoard (dnn_jax/logs.py), fed the same records.
   config.log = ml_collections.ConfigDict()
   config.log.csv = False  # <workdir>/metrics.csv, one row per epoch
+  # A Weights & Biases run per workdir (pip install wandb), files in <workdir>/wandb; offline
+  # (then `wandb sync`) unless logged in or WANDB_MODE says otherwise.
+  config.log.wandb = False
+  config.log.wandb_project = 'dnn_jax'
+  # Trace optimizer steps [start_step, start_step + num_steps) for xprof, with the device
+  # memory at their end, into <workdir>/tensorboard (dnn_jax/profiling.py); -1 = off.
+  config.profile = ml_collections.ConfigDict()
+  config.profile.start_step = -1
+  config.profile.num_steps = 10
 
   # Checkpoints in <workdir>/checkpoints: one at every epoch's end, and, if every_steps > 0, at
   # the end of the compiled call that reaches each multiple of every_steps (calls are cut to
@@ -74,4 +91,25 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint.async_save = True  # write in the background while training goes on
   config.init_from = ''  # a workdir or checkpoint to take the weights from, for a new run
   config.on_nonfinite = 'stop'  # NaN/Inf loss or params: stop, or skip_step (leave it out)
+
+  # Keras's callbacks with Keras's arguments and semantics (dnn_jax/callbacks.py), at epoch
+  # ends; their state is checkpointed, so a resumed run decides as an uninterrupted one.
+  # monitor: loss, accuracy, val_loss or val_accuracy; mode 'auto' maximizes accuracies.
+  config.reduce_lr_on_plateau = ml_collections.ConfigDict()
+  config.reduce_lr_on_plateau.enabled = False
+  config.reduce_lr_on_plateau.monitor = 'val_loss'
+  config.reduce_lr_on_plateau.factor = 0.1  # the new rate: rate * factor (at least min_lr)
+  config.reduce_lr_on_plateau.patience = 10  # epochs without improvement before a cut
+  config.reduce_lr_on_plateau.min_delta = 1e-4  # smaller changes are no improvement
+  config.reduce_lr_on_plateau.cooldown = 0  # epochs after a cut before waiting again
+  config.reduce_lr_on_plateau.min_lr = 0.0
+  config.reduce_lr_on_plateau.mode = 'auto'  # or min, max
+  config.early_stopping = ml_collections.ConfigDict()
+  config.early_stopping.enabled = False
+  config.early_stopping.monitor = 'val_loss'
+  config.early_stopping.patience = 0  # epochs without improvement before stopping
+  config.early_stopping.min_delta = 0.0
+  config.early_stopping.mode = 'auto'
+  # At the end, test (and save) the weights of the best epoch by the monitor, not the last.
+  config.early_stopping.restore_best_weights = False
   return config

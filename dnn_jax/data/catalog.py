@@ -21,14 +21,24 @@ class Dataset:
   image_shape: tuple[int, int, int]
   num_classes: int
   split_sizes: dict[str, int]  # also what synthetic data makes
+  # tfds's label names, for what reads no prepared data (dnn_jax.predict); () = the indices
+  class_names: tuple[str, ...] = ()
+
+  def label_names(self) -> tuple[str, ...]:
+    """class_names, or '0', '1', ... as tfds names classes that its builder leaves unnamed."""
+    return self.class_names or tuple(str(i) for i in range(self.num_classes))
 
 
+FASHION = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker',
+           'Bag', 'Ankle boot')  # fmt: skip
+CIFAR10 = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship',
+           'truck')  # fmt: skip
 DATASETS = {
   d.name: d
   for d in (
     Dataset('mnist', '3.0.1', (28, 28, 1), 10, {'train': 60_000, 'test': 10_000}),
-    Dataset('fashion_mnist', '3.0.1', (28, 28, 1), 10, {'train': 60_000, 'test': 10_000}),
-    Dataset('cifar10', '3.0.2', (32, 32, 3), 10, {'train': 50_000, 'test': 10_000}),
+    Dataset('fashion_mnist', '3.0.1', (28, 28, 1), 10, {'train': 60_000, 'test': 10_000}, FASHION),
+    Dataset('cifar10', '3.0.2', (32, 32, 3), 10, {'train': 50_000, 'test': 10_000}, CIFAR10),
   )
 }
 

@@ -1,6 +1,7 @@
 """Builds <workdir>/report/: every picture drawn from the run's own files, and index.html."""
 
 import dataclasses
+import json
 import pathlib
 import time
 
@@ -8,7 +9,8 @@ import jax
 import numpy as np
 from flax import nnx
 
-from dnn_jax import files, tensorboard
+from dnn_jax import files, lr_find, tensorboard
+from dnn_jax.lr_find import plot as lr_find_plot
 from dnn_jax.models import layers
 from dnn_jax.report import confusion, curves, filters, grids, html, patches, predict
 from dnn_jax.report import run as run_lib
@@ -92,6 +94,8 @@ def build_report(workdir, which: str = 'best') -> Report:
     top = patches.top_patches(first, test.x_N)
     caption = patches.draw_top_patches(out / 'top9_patches.png', top)
     pictures.append(html.Picture('top9_patches.png', caption, 'Top 9 patches'))
+  if (run.workdir / lr_find.JSON).is_file():  # python -m dnn_jax.lr_find ran here
+    pictures.append(lr_find_picture(run, out))
 
   loss = float(softmax_cross_entropy(test.logits_NxK, test.labels_N).mean())
   accuracy = float(np.trace(counts_KxK) / counts_KxK.sum())
@@ -205,6 +209,45 @@ def filters_picture(run: run_lib.Run, out: pathlib.Path) -> html.Picture:
     f'First-layer weights: {what}, each on its own scale ({scale}).',
     'First-layer filters',
   )
+
+
+def lr_find_picture(run: run_lib.Run, out: pathlib.Path) -> html.Picture:
+  """The workdir's learning-rate range test, redrawn from its lr_find.json."""
+  found = json.loads((run.workdir / lr_find.JSON).read_text())
+  lr_find_plot.draw(out / 'lr_find.png', found)
+  rates, best = found['rates'], found['suggestion']
+  caption = (
+    f'Learning-rate range test (lr_find.json): {len(rates)} rates from {rates[0]:.3g} to '
+    f'{rates[-1]:.3g}, each trained {found["steps"]} steps from the same initial weights, all '
+    f"as one vmapped program. Left: each rate's smoothed final training loss and its "
+    f'validation loss; right: the training loss curves. '
+  )
+  if best['learning_rate'] is not None:
+    caption += f'Suggested: {best["learning_rate"]:.3g}, {best["rule"]}. '
+  caption += f'This run trained at {run.config.optimizer.learning_rate:g}.'
+  differ = _config_differences(found['config'], run.config.to_dict())
+  if differ:
+    caption += f" The range test's config differs from this run's in {', '.join(differ)}."
+  return html.Picture('lr_find.png', caption, 'Learning-rate range test')
+
+
+def _config_differences(tested: dict, trained: dict) -> list[str]:
+  """The keys (a.b.c) whose values differ, but for the rate and what does not train."""
+  tested, trained = _flat(tested), _flat(trained)
+  ignored = ('optimizer.learning_rate', 'progress', 'checkpoint.', 'log.', 'compilation_cache_dir')
+  keys = sorted(k for k in tested.keys() | trained.keys() if tested.get(k) != trained.get(k))
+  return [k for k in keys if not k.startswith(ignored)]
+
+
+def _flat(tree: dict, prefix: str = '') -> dict:
+  """{'a.b': JSON text of the value}: tuples and lists alike, as metrics.json holds both."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = json.dumps(value, default=str)
+  return out
 
 
 def summary_rows(run: run_lib.Run) -> list:

@@ -4,12 +4,10 @@ import dataclasses
 import json
 import pathlib
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from dnn_jax import checkpoint, configs, steps
+from dnn_jax import checkpoint, inference, lr_find
 from dnn_jax.data import splits as data_splits
 from dnn_jax.errors import UserError
 
@@ -38,33 +36,22 @@ def load(workdir, which: str = 'best') -> Run:
   workdir = pathlib.Path(workdir)
   metrics_path = workdir / 'metrics.json'
   if not metrics_path.is_file():
-    raise UserError(f'no metrics.json in {workdir}; ' + checkpoint.TRAIN_HINT.format(workdir))
-  source = checkpoint.open_saved(workdir)
-  step, chosen, note = checkpoint.choose_step(source, which)
-  meta = source.read_meta(step)
-  config = configs.from_saved(meta['config'])
-  splits = data_splits.load(config.data)
-  # Shapes only: initializing the weights that the checkpoint replaces would compile and run
-  # every initializer (seconds on a CPU).
-  model = nnx.eval_shape(lambda: configs.create_model(config))
-  graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  on_device = lambda tree: jax.tree.map(
-    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree
-  )
-  target = steps.TrainState(
-    jnp.zeros([], jnp.int32), on_device(params), on_device(model_state), opt_state=None
-  )
-  state, _ = source.restore(step, target, items=('params', 'model_state'))
-  source.close()
+    found = ''
+    if (workdir / lr_find.JSON).is_file():  # a range test's workdir, before its training run
+      found = f'it holds a learning-rate range test only ({workdir / lr_find.PNG}); '
+    raise UserError(
+      f'no metrics.json in {workdir}; {found}' + checkpoint.TRAIN_HINT.format(workdir)
+    )
+  restored = inference.load(workdir, which)
+  splits = data_splits.load(restored.config.data)
   return Run(
     workdir=workdir,
-    config=config,
+    config=restored.config,
     metrics=json.loads(metrics_path.read_text()),
-    step=step,
-    steps_per_epoch=meta['steps_per_epoch'],
-    which=chosen,
-    note=note,
+    step=restored.step,
+    steps_per_epoch=restored.steps_per_epoch,
+    which=restored.which,
+    note=restored.note,
     splits=splits,
-    model=nnx.merge(graphdef, state.params, state.model_state),
+    model=restored.model,
   )

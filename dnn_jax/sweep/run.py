@@ -8,9 +8,8 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from dnn_jax import experiment, files, parallel
+from dnn_jax import configs, experiment, files, parallel
 from dnn_jax import workdir as workdir_lib
-from dnn_jax.errors import ConfigError
 from dnn_jax.sweep import plots, space, study, tables, vmapped
 
 
@@ -33,15 +32,7 @@ def run_sweep(config, workdir) -> list[dict]:
 
 def _run_sweep(config, workdir: pathlib.Path) -> list[dict]:
   sweep = config.sweep
-  if config.grad_accum_steps != 1:  # a group's optimizer is its own (vmapped.scaled_optimizer)
-    raise ConfigError(
-      f'config.grad_accum_steps={config.grad_accum_steps} is not supported in a sweep; use 1'
-    )
-  if config.data.pipeline != 'device':  # the trials of a group share one device-resident copy
-    raise ConfigError(
-      f'a sweep keeps its data on the device; config.data.pipeline={config.data.pipeline!r} '
-      f"is not supported here, use 'device'"
-    )
+  configs.check_vmappable(config, 'a sweep')
   the_study = study.open_study(config, workdir)
   retried = study.requeue_interrupted(the_study)
   done = len(study.finished(the_study))

@@ -103,7 +103,7 @@ def build_group(exp: experiment.Experiment, trial_configs: list) -> Group:
   )
 
 
-def _epoch_inputs(exp: experiment.Experiment, group: Group, epoch: int):
+def epoch_inputs(exp: experiment.Experiment, group: Group, epoch: int):
   """(order, epoch keys): [S, B] and one key when the seed is shared, else per trial."""
   configs = group.configs[:1] if group.shared_seed else group.configs
   orders, keys = [], []
@@ -119,12 +119,26 @@ def _epoch_inputs(exp: experiment.Experiment, group: Group, epoch: int):
 
 def compile_group(exp: experiment.Experiment, group: Group, cache: dict | None = None) -> None:
   """Compiles the group's epoch and evaluation programs, or takes them from cache."""
-  config = group.configs[0]
   key = (group.graphdef, group.size, group.shared_seed)
   if cache is not None and key in cache:
     group.train, group.evaluators = cache[key]
     return
   start = time.perf_counter()
+  order, keys = epoch_inputs(exp, group, 0)
+  train = train_program(exp, group)
+  group.train = train.lower(group.state, *exp.data.arrays['train'], order, keys).compile()
+  group.evaluators = compile_evaluators(exp, group)
+  group.compile_seconds = time.perf_counter() - start
+  if cache is not None:
+    cache[key] = (group.train, group.evaluators)
+
+
+def train_program(exp: experiment.Experiment, group: Group):
+  """The group's jitted fn(state, images, labels, order, keys) -> (state, sums), uncompiled.
+
+  It compiles for the length of the order it is lowered with: an epoch, or shorter calls.
+  """
+  config = group.configs[0]
   chunk = steps.make_train_chunk(
     group.graphdef,
     group.tx,
@@ -136,11 +150,14 @@ def compile_group(exp: experiment.Experiment, group: Group, cache: dict | None =
   per_device = jax.vmap(chunk, in_axes=(0, None, None, batched, batched))
   trial_axis = () if group.shared_seed else (None,)
   order_spec = P(*trial_axis, None, parallel.DATA_AXIS)
-  train = parallel.sharded(
+  return parallel.sharded(
     per_device, exp.mesh, (P(), P(), P(), order_spec, P()), (P(), P()), donate_argnums=0
   )
-  order, keys = _epoch_inputs(exp, group, 0)
-  group.train = train.lower(group.state, *exp.data.arrays['train'], order, keys).compile()
+
+
+def compile_evaluators(exp: experiment.Experiment, group: Group) -> dict:
+  """Split name -> the compiled evaluation of every trial on it."""
+  config = group.configs[0]
   evaluate = steps.make_evaluate(
     group.graphdef, experiment.augmenter(config.eval_augment), jnp.dtype(config.dtype)
   )
@@ -150,17 +167,16 @@ def compile_group(exp: experiment.Experiment, group: Group, cache: dict | None =
     in_specs=(P(), P(), P(), P(None, parallel.DATA_AXIS)),
     out_specs=P(),
   )
+  evaluators = {}
   for name, eval_order in exp.data.eval_orders.items():
     args = (group.state, *exp.data.arrays[name], eval_order)
-    group.evaluators[name] = evaluate.lower(*args).compile()
-  group.compile_seconds = time.perf_counter() - start
-  if cache is not None:
-    cache[key] = (group.train, group.evaluators)
+    evaluators[name] = evaluate.lower(*args).compile()
+  return evaluators
 
 
 def train_epoch(exp: experiment.Experiment, group: Group, epoch: int) -> dict:
   """One epoch of every trial; the fetched metric sums, each with a leading trial axis."""
-  order, keys = _epoch_inputs(exp, group, epoch)
+  order, keys = epoch_inputs(exp, group, epoch)
   group.state, sums = group.train(group.state, *exp.data.arrays['train'], order, keys)
   return jax.device_get(sums)
 
