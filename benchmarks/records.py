@@ -8,7 +8,7 @@ import pathlib
 import shlex
 import sys
 
-from benchmarks import machine
+from dnn_jax import machine
 
 DEFAULT_PATH = pathlib.Path(__file__).parent / 'records.jsonl'
 

@@ -15,8 +15,8 @@ import sys
 
 from absl import app, flags
 
-from benchmarks import machine, records
-from dnn_jax import files
+from benchmarks import records
+from dnn_jax import files, machine
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -28,6 +28,13 @@ flags.DEFINE_string('readme', '', "A file whose results block gets the summary (
 CHART = 'ratios.png'
 README_BLOCK = ('<!-- results:start (written by python -m benchmarks.results) -->',
                 '<!-- results:end -->')  # fmt: skip
+TUTORIAL_BLOCK = ('<!-- tutorial:start (written by python -m benchmarks.results) -->',
+                  '<!-- tutorial:end -->')  # fmt: skip
+# The tutorial's test accuracies (its notebooks' printed results), by experiment file.
+TUTORIAL = {
+  'mnist_mlp': 0.9802, 'mnist_mlp_minimal': 0.9759, 'mnist_mlp_2layer': 0.98,
+  'mnist_cnn': 0.9925, 'mnist_cnn_deep': 0.9959, 'cifar10_cnn': 0.79,
+}  # fmt: skip
 GOALS = {'mlp': 1.2}  # dnn_jax / fastest peer wanted; other models: 1.0
 
 
@@ -263,6 +270,33 @@ def pipeline_table(streamed: list, throughput: list) -> list:
   return [*lines, '']
 
 
+def tutorial_table(training: list, prefix: str = '') -> list:
+  """Markdown lines: the newest recorded run of each experiment beside the tutorial's number.
+
+  prefix: where benchmarks/ is from the page (README.md: 'benchmarks/'), for the curves' links.
+  """
+  if not training:
+    return ['No training run is recorded yet (`python -m benchmarks.record_run --workdir W`).', '']
+  newest = {r['experiment']: r for r in training}  # file order: the last one wins
+  names = [n for n in TUTORIAL if n in newest] + sorted(set(newest) - set(TUTORIAL))
+  lines = [
+    "| experiment | epochs | test accuracy | tutorial's | commit, date | machine | curves |",
+    '|---|---|---|---|---|---|---|',
+  ]
+  for name in names:
+    r = newest[name]
+    epochs = f'{r["epochs"]}/{r["num_epochs"]}' + (
+      ' (early stop)' if r.get('early_stopped') else ''
+    )
+    tutorial = f'{TUTORIAL[name]:.4g}' if name in TUTORIAL else ''
+    lines.append(
+      f'| `{name}` | {epochs} | {r["test"]["accuracy"]:.4f} | {tutorial} | '
+      f'{r["machine"]["commit"]}, {r["machine"]["date"]} | {machine_label(r)} | '
+      f'[curves]({prefix}{r["curves"]}) |'
+    )
+  return [*lines, '']
+
+
 def render(all_records: list, out: pathlib.Path, source: str) -> str:
   """RESULTS.md's text; draws the chart beside it when there is something to draw."""
   all_records = [{**r, 'position': i} for i, r in enumerate(all_records)]  # file order
@@ -289,6 +323,11 @@ def render(all_records: list, out: pathlib.Path, source: str) -> str:
   else:
     lines += ['No throughput run is recorded yet (`python -m benchmarks.throughput --record`).', '']
   lines += [
+    "## The tutorial's experiments, trained in full",
+    '',
+    *tutorial_table([r for r in all_records if r['kind'] == 'training']),
+  ]
+  lines += [
     '## Time to accuracy',
     '',
     *time_to_accuracy_table([r for r in all_records if r['kind'] == 'time_to_accuracy']),
@@ -307,17 +346,25 @@ def render(all_records: list, out: pathlib.Path, source: str) -> str:
   return '\n'.join(lines).rstrip() + '\n'
 
 
-def update_readme(path: pathlib.Path, rows: list) -> bool:
-  """Replaces the text between README_BLOCK's markers with the summary; False if none."""
+def update_readme(path: pathlib.Path, rows: list, training: list = ()) -> bool:
+  """Rewrites README's blocks between the markers: the speed summary, the tutorial's table.
+
+  False if the file has neither block.
+  """
   text = path.read_text()
-  start, end = README_BLOCK
-  if start not in text or end not in text:
-    return False
-  table = summary_table(rows, '####') if rows else ['No throughput run is recorded yet.', '']
-  before, rest = text.split(start, 1)
-  after = rest.split(end, 1)[1]
-  files.write_text(path, before + '\n'.join([start, '', *table, end]) + after)
-  return True
+  speed = summary_table(rows, '####') if rows else ['No throughput run is recorded yet.', '']
+  found = False
+  for (start, end), table in (
+    (README_BLOCK, speed),
+    (TUTORIAL_BLOCK, tutorial_table(training, 'benchmarks/')),
+  ):
+    if start in text and end in text:
+      before, rest = text.split(start, 1)
+      text = before + '\n'.join([start, '', *table, end]) + rest.split(end, 1)[1]
+      found = True
+  if found:
+    files.write_text(path, text)
+  return found
 
 
 def main(argv):
@@ -333,9 +380,10 @@ def main(argv):
   shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
   files.write_text(out / 'RESULTS.md', render(all_records, out, str(shown)))
   print(f'wrote {out / "RESULTS.md"} and {out / CHART}')
-  if FLAGS.readme and update_readme(pathlib.Path(FLAGS.readme), summary_rows(
-      newest_runs([r for r in all_records if r['kind'] == 'throughput']))):  # fmt: skip
-    print(f'updated the results block of {FLAGS.readme}')
+  speed = summary_rows(newest_runs([r for r in all_records if r['kind'] == 'throughput']))
+  training = [r for r in all_records if r['kind'] == 'training']
+  if FLAGS.readme and update_readme(pathlib.Path(FLAGS.readme), speed, training):
+    print(f'updated the results blocks of {FLAGS.readme}')
 
 
 if __name__ == '__main__':

@@ -41,9 +41,9 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from benchmarks import machine, records, steady, twins
+from benchmarks import records, steady, twins
 from benchmarks.timing import median_seconds, train_step_seconds
-from dnn_jax import cli, trainer
+from dnn_jax import cli, machine, trainer
 from dnn_jax.errors import ConfigError
 
 FLAGS = flags.FLAGS

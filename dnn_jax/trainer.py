@@ -16,6 +16,7 @@ from dnn_jax import (
   experiment,
   files,
   logs,
+  machine,
   metrics,
   parallel,
   profiling,
@@ -134,6 +135,7 @@ class Trainer:
       'config': json.loads(config.to_json()),
       'history': self.progress.history,
       'devices': {'platform': device.platform, 'kind': device.device_kind, 'count': exp.mesh.size},
+      'machine': machine.describe(),  # this start's commit, CPU, versions, date (a resume: its own)
       'compile_seconds': self.programs.seconds,
       'data_seconds': exp.data.seconds,
     }

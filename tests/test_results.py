@@ -113,3 +113,42 @@ def test_fit_check_times_a_plain_keras_fit_and_records_it(tmp_path):
   assert check['kind'] == 'fit_check' and check['peer'] == 'keras-tensorflow'
   assert check['batches'] == 12 and check['train_samples_per_sec'] > 0
   assert check['machine']['cpu_features'] is not None
+
+
+@pytest.mark.slow
+def test_a_finished_run_is_recorded_and_fills_the_readmes_tutorial_table(
+  base_config, tmp_path, monkeypatch
+):
+  from benchmarks import record_run, records
+  from dnn_jax import train
+
+  config = base_config()
+  config.model.hidden_sizes = (32,)
+  config.data.train_split, config.data.test_split = 'train[:1024]', 'test[:500]'
+  config.data.validation_split = 'test[:500]'
+  config.num_epochs, config.num_devices, config.progress = 2, 1, 'lines'
+  workdir = tmp_path / 'mnist_mlp'
+  metrics = train.train_and_evaluate(config, workdir)
+  monkeypatch.setattr(record_run, 'CURVES_DIR', tmp_path / 'curves')
+  path = tmp_path / 'records.jsonl'
+  record = record_run.record_run(workdir, path=path)
+  assert record['experiment'] == 'mnist_mlp' and record['test'] == metrics['test']
+  assert record['machine'] == metrics['machine'] and record['machine']['commit']  # the run's
+  assert (tmp_path / 'curves' / 'mnist_mlp.png').stat().st_size > 1000
+
+  readme = tmp_path / 'README.md'
+  start, end = results.TUTORIAL_BLOCK
+  readme.write_text(f'# x\n\n{start}\nold table\n{end}\n\nrest\n')
+  assert results.update_readme(readme, [], records.read(path))
+  text = readme.read_text()
+  row = next(line for line in text.splitlines() if line.startswith('| `mnist_mlp`'))
+  assert f'| 2/2 | {metrics["test"]["accuracy"]:.4f} | 0.9802 |' in row
+  assert record['machine']['commit'] in row and '(benchmarks/curves/mnist_mlp.png)' in row
+  assert 'old table' not in text and text.endswith('rest\n')
+
+
+def test_an_unfinished_run_is_not_recorded():
+  from benchmarks import record_run
+
+  with pytest.raises(ValueError, match='has not finished'):
+    record_run.training_record({'history': [], 'preempted': {'step': 3}}, 'mnist_mlp')

@@ -1,4 +1,4 @@
-"""What a benchmark ran on: CPU model and features, accelerators, library versions, commit."""
+"""Where and when a run or a benchmark ran: CPU model and features, library versions, commit."""
 
 import datetime
 import importlib.metadata
