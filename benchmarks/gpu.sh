@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Benchmarks for a GPU machine (the `device` tool); they run on any CPU too.
 #
-#   bash benchmarks/gpu.sh --prepare   # here: fill .gpu_carry/ (wheels and MNIST), ~40 MB
+#   bash benchmarks/gpu.sh --prepare   # here: fill .gpu_carry/ (wheels and MNIST), ~40 MB,
+#                                      # and .gpu_parts/ (CIFAR-10 in parts) where it is prepared
 #   bash benchmarks/gpu.sh             # there: install what is missing, benchmark, one table
 #
 # Carry .gpu_carry (git ignores it) with the device tool's `carry`. The GPU image has jax,
 # flax, optax, orbax, chex and numpy, but not ml-collections, dm-pix or tensorflow-datasets:
 # the wheels cover the first two, and .gpu_carry/tfds holds the prepared MNIST with its
-# decoded arrays, which dnn_jax reads without tensorflow-datasets. CIFAR-10 is too big to
-# carry in one call, so the CIFAR experiments run on synthetic data of its shapes (speed does
+# decoded arrays, which dnn_jax reads without tensorflow-datasets. CIFAR-10's decoded arrays
+# (~140 MB compressed) exceed one call's 64 MiB: --prepare cuts them into .gpu_parts/
+# cifar10.tar.part-NN of at most 45 MiB (benchmarks/carry.py) with cifar10.tar.sha256; carry
+# the manifest and one part per call, back to back while the machine is warm (it keeps what
+# earlier calls left in ignored paths), then run this script, which joins the parts, checks
+# the SHA-256 and trains the CIFAR experiments on the real images. Without them (or with
+# SYNTHETIC_CIFAR=1) the CIFAR experiments run on synthetic data of its shapes (speed does
 # not depend on pixel values): cifar10_cnn in bfloat16 at batch 512 (the issue's 300k
 # samples/s target) and in float32 as configured, and ResNet-110 with its epoch time. It runs
 # benchmarks.throughput on every experiment and the full 10-epoch MNIST MLP, then prints one
@@ -50,6 +56,47 @@ for npz in cache.rglob('*.npz'):
       np.savez_compressed(target, **arrays)
 PYTHON
   du -sh "$CARRY"
+  rm -rf .gpu_parts && mkdir -p .gpu_parts/stage/tfds
+  if $PY - <<'PYTHON'
+# CIFAR-10's tfds metadata and decoded arrays, where it is prepared (DNN_JAX_DATA_DIRS too).
+import pathlib
+import shutil
+import sys
+
+import numpy as np
+
+from dnn_jax.data import locate, splits
+from dnn_jax.errors import DataError
+from experiments import cifar10_cnn
+
+config = cifar10_cnn.get_config().data
+try:
+  data_dir, version = splits.ensure_prepared(config)
+except DataError as e:
+  print(f'CIFAR-10 is not prepared here ({e}); the GPU runs its experiments on synthetic data')
+  sys.exit(1)
+splits.load(config)  # decodes train and test once into the array cache
+stage = pathlib.Path('.gpu_parts/stage/tfds')
+info = data_dir / 'cifar10' / version
+(stage / 'cifar10' / version).mkdir(parents=True)
+for name in ('dataset_info.json', 'features.json', 'label.labels.txt'):
+  if (info / name).is_file():
+    shutil.copy(info / name, stage / 'cifar10' / version / name)
+cache = locate.writable_data_dir(config.data_dir) / 'dnn_jax_arrays' / 'cifar10' / version
+target = stage / 'dnn_jax_arrays' / 'cifar10' / version
+target.mkdir(parents=True)
+for split in ('train', 'test'):
+  with np.load(cache / f'{split}.npz') as arrays:
+    np.savez_compressed(target / f'{split}.npz', **arrays)
+PYTHON
+  then
+    tar -cf .gpu_parts/cifar10.tar -C .gpu_parts/stage tfds
+    $PY -m benchmarks.carry split .gpu_parts/cifar10.tar --part_mb 45
+    rm -rf .gpu_parts/stage .gpu_parts/cifar10.tar
+    ls -l .gpu_parts
+  else
+    rm -rf .gpu_parts
+  fi
   exit 0
 fi
 
@@ -60,7 +107,13 @@ if [ -n "$missing" ]; then
   $PY -m pip install --quiet --no-index --find-links "$CARRY/wheels" ml-collections dm-pix pyyaml
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-if [ -d "$CARRY/tfds/mnist" ]; then
+real_cifar=0
+if [ -f .gpu_parts/cifar10.tar.sha256 ] && [ "${SYNTHETIC_CIFAR:-0}" != 1 ]; then
+  $PY -m benchmarks.carry join .gpu_parts/cifar10.tar  # or one line naming what is missing
+  mkdir -p "$CARRY" && tar -xf .gpu_parts/cifar10.tar -C "$CARRY" && rm .gpu_parts/cifar10.tar
+  real_cifar=1
+fi
+if [ -d "$CARRY/tfds/mnist" ] || [ -d "$CARRY/tfds/cifar10" ]; then
   export DNN_JAX_DATA_DIR="$PWD/$CARRY/tfds"
   $PY - <<'PYTHON'
 # The cached arrays name the directory they were decoded from: point them at this one.
@@ -95,13 +148,17 @@ bench() {  # name, config file, flags...
 for experiment in "${mnist[@]}"; do
   bench "$experiment" "$experiment" "${calls[@]}"
 done
-synthetic=(--config.data.synthetic=True --config.data.validation_split="test[:$validate]")
-if [ "$cifar_float32" = 1 ]; then
-  bench cifar10_cnn cifar10_cnn "${synthetic[@]}" --config.steps_per_call=$cnn_steps
+cifar=(--config.data.synthetic=True --config.data.validation_split="test[:$validate]")
+if [ "$real_cifar" = 1 ]; then
+  # The carried arrays hold whole splits only (QUICK=1 cuts them for MNIST alone).
+  cifar=(--config.data.train_split=train --config.data.validation_split=test --config.data.test_split=test)
 fi
-bench cifar10_cnn_bf16_b512 cifar10_cnn "${synthetic[@]}" --config.dtype=bfloat16 \
+if [ "$cifar_float32" = 1 ]; then
+  bench cifar10_cnn cifar10_cnn "${cifar[@]}" --config.steps_per_call=$cnn_steps
+fi
+bench cifar10_cnn_bf16_b512 cifar10_cnn "${cifar[@]}" --config.dtype=bfloat16 \
   --config.batch_size=512 --config.steps_per_call=$cnn_steps
-bench "resnet$depth" cifar10_resnet110_aug "${synthetic[@]}" --config.model.depth="$depth" \
+bench "resnet$depth" cifar10_resnet110_aug "${cifar[@]}" --config.model.depth="$depth" \
   --config.steps_per_call=$resnet_steps
 rm -rf "$OUT/mnist_mlp_run"
 $PY -m dnn_jax.main --config experiments/mnist_mlp.py --workdir "$OUT/mnist_mlp_run" --noreport \

@@ -34,9 +34,16 @@ def prepared_dir(data_dir: pathlib.Path, name: str, version: str) -> pathlib.Pat
 
 
 def is_prepared(data_dir: pathlib.Path, name: str, version: str) -> bool:
-  """Whether data_dir holds a complete array_record preparation of the dataset."""
+  """Whether data_dir holds the dataset: its array_record preparation, or the decoded arrays of
+  its whole train and test splits beside its metadata (what benchmarks/gpu.sh carries to a
+  machine without tensorflow-datasets; only those two splits can be read there).
+  """
   path = prepared_dir(data_dir, name, version)
-  return (path / 'dataset_info.json').is_file() and any(path.glob(f'{name}-*.array_record-*'))
+  if not (path / 'dataset_info.json').is_file():
+    return False
+  decoded = data_dir / 'dnn_jax_arrays' / name / version
+  whole = all((decoded / f'{split}.npz').is_file() for split in ('train', 'test'))
+  return any(path.glob(f'{name}-*.array_record-*')) or whole
 
 
 def find_prepared(name: str, version: str, search_dirs) -> pathlib.Path | None:
