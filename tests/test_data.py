@@ -292,3 +292,16 @@ def test_synthetic_data_loads_without_reading_and_refuses_unsizable_splits(base_
   config.train_split = 'train+test'
   with pytest.raises(ConfigError, match="synthetic data: cannot size split 'train\\+test'"):
     splits.load(config)
+
+
+def test_decoded_whole_splits_beside_the_metadata_count_as_prepared(tmp_path):
+  info = locate.prepared_dir(tmp_path, 'cifar10', '3.0.2')
+  info.mkdir(parents=True)
+  (info / 'dataset_info.json').write_text('{}')
+  assert not locate.is_prepared(tmp_path, 'cifar10', '3.0.2')  # metadata alone: not yet
+  decoded = tmp_path / 'dnn_jax_arrays' / 'cifar10' / '3.0.2'
+  decoded.mkdir(parents=True)
+  (decoded / 'train.npz').write_bytes(b'')
+  assert not locate.is_prepared(tmp_path, 'cifar10', '3.0.2')  # the test split is missing
+  (decoded / 'test.npz').write_bytes(b'')
+  assert locate.is_prepared(tmp_path, 'cifar10', '3.0.2')  # what gpu.sh carries
