@@ -270,18 +270,34 @@ def pipeline_table(streamed: list, throughput: list) -> list:
   return [*lines, '']
 
 
-def tutorial_table(training: list, prefix: str = '') -> list:
-  """Markdown lines: the newest recorded run of each experiment beside the tutorial's number.
+def keras_side_by_side(tta: list) -> dict:
+  """Experiment -> Keras's newest full-length run of the same recipe (time_to_accuracy, float32).
+
+  Those runs validate on the test split (the tutorial's validation), so their last val_accuracy
+  compares with dnn_jax's test accuracy.
+  """
+  keras = {}
+  for r in tta:
+    if r['peer'].startswith('keras') and r['dtype'] == 'float32' and not r['reached']:
+      keras[pathlib.Path(r['config']).stem] = r  # an unreachable target: every epoch ran
+  return keras
+
+
+def tutorial_table(training: list, tta: list = (), prefix: str = '') -> list:
+  """Markdown lines: the newest recorded run of each experiment beside the tutorial's number,
+  and beside Keras's run of the same recipe where one is recorded.
 
   prefix: where benchmarks/ is from the page (README.md: 'benchmarks/'), for the curves' links.
   """
   if not training:
     return ['No training run is recorded yet (`python -m benchmarks.record_run --workdir W`).', '']
   newest = {r['experiment']: r for r in training}  # file order: the last one wins
+  keras = keras_side_by_side(tta)
   names = [n for n in TUTORIAL if n in newest] + sorted(set(newest) - set(TUTORIAL))
   lines = [
-    "| experiment | epochs | test accuracy | tutorial's | commit, date | machine | curves |",
-    '|---|---|---|---|---|---|---|',
+    "| experiment | epochs | test accuracy | tutorial's | Keras, same recipe here | commit, date "
+    '| machine | curves |',
+    '|---|---|---|---|---|---|---|---|',
   ]
   for name in names:
     r = newest[name]
@@ -289,8 +305,10 @@ def tutorial_table(training: list, prefix: str = '') -> list:
       ' (early stop)' if r.get('early_stopped') else ''
     )
     tutorial = f'{TUTORIAL[name]:.4g}' if name in TUTORIAL else ''
+    k = keras.get(name)
+    side = f'{k["accuracy"]:.4f} ({k["epochs"]} epochs, {k["machine"]["commit"]})' if k else ''
     lines.append(
-      f'| `{name}` | {epochs} | {r["test"]["accuracy"]:.4f} | {tutorial} | '
+      f'| `{name}` | {epochs} | {r["test"]["accuracy"]:.4f} | {tutorial} | {side} | '
       f'{r["machine"]["commit"]}, {r["machine"]["date"]} | {machine_label(r)} | '
       f'[curves]({prefix}{r["curves"]}) |'
     )
@@ -325,7 +343,10 @@ def render(all_records: list, out: pathlib.Path, source: str) -> str:
   lines += [
     "## The tutorial's experiments, trained in full",
     '',
-    *tutorial_table([r for r in all_records if r['kind'] == 'training']),
+    *tutorial_table(
+      [r for r in all_records if r['kind'] == 'training'],
+      [r for r in all_records if r['kind'] == 'time_to_accuracy'],
+    ),
   ]
   lines += [
     '## Time to accuracy',
@@ -346,7 +367,7 @@ def render(all_records: list, out: pathlib.Path, source: str) -> str:
   return '\n'.join(lines).rstrip() + '\n'
 
 
-def update_readme(path: pathlib.Path, rows: list, training: list = ()) -> bool:
+def update_readme(path: pathlib.Path, rows: list, training: list = (), tta: list = ()) -> bool:
   """Rewrites README's blocks between the markers: the speed summary, the tutorial's table.
 
   False if the file has neither block.
@@ -356,7 +377,7 @@ def update_readme(path: pathlib.Path, rows: list, training: list = ()) -> bool:
   found = False
   for (start, end), table in (
     (README_BLOCK, speed),
-    (TUTORIAL_BLOCK, tutorial_table(training, 'benchmarks/')),
+    (TUTORIAL_BLOCK, tutorial_table(training, tta, 'benchmarks/')),
   ):
     if start in text and end in text:
       before, rest = text.split(start, 1)
@@ -382,7 +403,8 @@ def main(argv):
   print(f'wrote {out / "RESULTS.md"} and {out / CHART}')
   speed = summary_rows(newest_runs([r for r in all_records if r['kind'] == 'throughput']))
   training = [r for r in all_records if r['kind'] == 'training']
-  if FLAGS.readme and update_readme(pathlib.Path(FLAGS.readme), speed, training):
+  tta = [r for r in all_records if r['kind'] == 'time_to_accuracy']
+  if FLAGS.readme and update_readme(pathlib.Path(FLAGS.readme), speed, training, tta):
     print(f'updated the results blocks of {FLAGS.readme}')
 
 
