@@ -2,13 +2,12 @@
 
 import json
 
-import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from jax._src.lib import _profile_data
+from test_resume import final_params  # the latest checkpoint's params, as tests read them
 
-from dnn_jax import checkpoint, experiment, parallel, profiling, train
+from dnn_jax import experiment, profiling, train
 from dnn_jax.errors import ConfigError
 
 STEPS_PER_EPOCH = 9  # train[:1152] in batches of 128
@@ -59,20 +58,6 @@ def test_a_bad_window_is_one_line_and_leaves_no_workdir(base_config, tmp_path, p
     train.train_and_evaluate(tiny_config(base_config, **profile), workdir)
   assert '\n' not in str(raised.value)
   assert not workdir.exists()
-
-
-def final_params(workdir):
-  ckpts = checkpoint.Checkpoints(workdir / 'checkpoints', read_only=True)
-  step = ckpts.latest_step()
-  sharding = parallel.replicated(parallel.make_mesh(1))
-  target = jax.tree.map(
-    lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
-    ckpts.manager.item_metadata(step)['params'],
-  )
-  restored = ckpts.manager.restore(
-    step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))
-  )
-  return step, [np.asarray(x) for x in jax.tree.leaves(restored['params'])]
 
 
 def history(workdir):
