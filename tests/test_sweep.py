@@ -1,6 +1,7 @@
 """dnn_jax.sweep: vmapped trials equal lone ones; tables, plots, resume, errors, determinism."""
 
 import csv
+import json
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,7 @@ import pytest
 from conftest import run_python
 from PIL import Image
 
+from benchmarks import record_run, results
 from dnn_jax import experiment, trainer
 from dnn_jax.errors import ConfigError
 from dnn_jax.models import layers
@@ -114,7 +116,7 @@ def test_a_group_refuses_trials_of_another_shape():
 
 
 @pytest.mark.slow
-def test_sweep_writes_tables_and_plots_then_continues(tmp_path, capsys):
+def test_sweep_writes_tables_and_plots_then_continues(tmp_path, capsys, monkeypatch):
   table = run.run_sweep(tiny_sweep(num_trials=3), tmp_path)
   out = capsys.readouterr().out
   rows = read_csv(tmp_path / 'trials.csv')
@@ -154,6 +156,20 @@ def test_sweep_writes_tables_and_plots_then_continues(tmp_path, capsys):
       k: v for k, v in after.items() if k != 'best'
     }
   assert len(read_csv(tmp_path / 'trials.csv')) == 5
+  # sweep.json: the best of all five with the budget; record_run makes it a results-table row.
+  summary = json.loads((tmp_path / 'sweep.json').read_text())
+  best = next(r for r in more if r['best'])
+  assert summary['best'] == best and summary['num_trials'] == 5
+  assert summary['epochs_per_trial'] == 1 and summary['machine']['commit']
+  assert summary['train_seconds'] == pytest.approx(sum(r['train_seconds'] for r in more))
+  monkeypatch.setattr(record_run, 'CURVES_DIR', tmp_path / 'curves')
+  record = record_run.record_run(tmp_path, 'mnist_mlp_units_dropout_10epochs', tmp_path / 'r.jsonl')
+  assert record['test'] == {'accuracy': best['val_accuracy']}  # validates on the test split
+  assert record['best_trial'] == {k: best[k] for k in ('trial', 'dropout', 'units')}
+  assert (tmp_path / 'curves' / 'mnist_mlp_units_dropout_10epochs.png').stat().st_size > 1000
+  table = '\n'.join(results.tutorial_table([record]))
+  assert f'| 1/1 per trial, 5 trials | {best["val_accuracy"]:.4f} | 0.9833 |' in table
+  assert f'units {best["units"]}' in table
 
 
 def test_interrupted_trials_run_again_with_their_params(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """run_sweep(config, workdir): ask optuna for trials in batches, train each batch's trials of
 one shape together (vmapped), tell the results, and rewrite the tables and plots."""
 
+import json
 import math
 import pathlib
 import time
@@ -8,7 +9,7 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from dnn_jax import configs, experiment, files, parallel
+from dnn_jax import configs, experiment, files, machine, parallel
 from dnn_jax import workdir as workdir_lib
 from dnn_jax.sweep import plots, space, study, tables, vmapped
 
@@ -56,6 +57,7 @@ def _run_sweep(config, workdir: pathlib.Path) -> list[dict]:
     trained += _train_batch(config, exp, the_study, batch, cache)
     _write_outputs(config, the_study, workdir)  # the tables so far; the slower plots at the end
   table = _write_outputs(config, the_study, workdir, with_plots=True)
+  _write_summary(config, table, workdir)
   _print_summary(config, table, trained, time.perf_counter() - began, workdir)
   return table
 
@@ -104,6 +106,22 @@ def _write_outputs(config, the_study, workdir: pathlib.Path, with_plots=False) -
   if with_plots:
     plots.write(table, names, sweep.objective, sweep.direction, workdir)
   return table
+
+
+def _write_summary(config, table: list[dict], workdir: pathlib.Path) -> None:
+  """sweep.json: the finished sweep's best trial, budget, commit and machine (for record_run)."""
+  sweep = config.sweep
+  ranked = tables.ranking(table, sweep.objective, sweep.direction)
+  summary = {
+    'config': json.loads(config.to_json()),
+    'num_trials': len(table),
+    'epochs_per_trial': sweep.epochs_per_trial,
+    'objective': sweep.objective,
+    'best': ranked[0] if ranked else None,
+    'train_seconds': sum(r.get('train_seconds', 0.0) for r in table),
+    'machine': machine.describe(),  # the finishing start's commit, CPU and date
+  }
+  files.write_json(workdir / 'sweep.json', summary)
 
 
 def _print_summary(config, table, trained: int, seconds: float, workdir) -> None:
