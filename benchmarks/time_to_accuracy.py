@@ -2,6 +2,7 @@
 
 Usage: python -m benchmarks.time_to_accuracy --config experiments/mnist_cnn.py --target 0.99
          [--dtypes float32,bfloat16] [--peers keras-tensorflow] [--max_epochs 12]
+         [--nowith_dnn_jax]
 
 For each dtype, dnn_jax (benchmarks/tta_dnn_jax.py: dnn_jax's own training loop with
 config.stop_at_accuracy) and then each peer (benchmarks/tta_keras.py: the same recipe in Keras
@@ -32,6 +33,8 @@ config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_
 flags.DEFINE_float('target', None, 'The validation accuracy to reach, in (0, 1].')
 flags.DEFINE_list('dtypes', ['float32'], 'Compute dtypes to run: float32, bfloat16.')
 flags.DEFINE_list('peers', ['keras-tensorflow'], "Frameworks beside dnn_jax ('' = none).")
+flags.DEFINE_bool('with_dnn_jax', True, 'Run dnn_jax too (false: the peers alone, e.g. the '
+                  "Keras side-by-side of a run recorded with benchmarks.record_run).")  # fmt: skip
 flags.DEFINE_integer('max_epochs', None, "The most epochs to train (default: the config's).")
 flags.DEFINE_string('record', str(records.DEFAULT_PATH), "Append records here ('' = don't).")
 flags.mark_flags_as_required(['config', 'target'])
@@ -142,9 +145,11 @@ def plan(config, target: float, dtypes: list, peers: list, max_epochs: int | Non
                     f'dtypes: {", ".join(configs.DTYPES)}')  # fmt: skip
   if not dtypes:
     raise UserError('--dtypes is empty; give float32, bfloat16 or both')
+  if not peers:
+    raise UserError("nothing to run: --nowith_dnn_jax and --peers=''; name a peer or drop one")
   if not 0 < target <= 1:
     raise UserError(f'--target={target} must be a validation accuracy in (0, 1]')
-  if len(peers) > 1:
+  if peers != ['dnn_jax']:
     check_peer_recipe(config)
   return [run_config(config, d, target, max_epochs or config.num_epochs) for d in dtypes]
 
@@ -152,7 +157,7 @@ def plan(config, target: float, dtypes: list, peers: list, max_epochs: int | Non
 def main(argv):
   del argv
   config_file = config_flags.get_config_filename(FLAGS['config'])
-  peers = ['dnn_jax', *[p for p in FLAGS.peers if p]]
+  peers = ['dnn_jax'] * FLAGS.with_dnn_jax + [p for p in FLAGS.peers if p]
   runs = cli.run_reporting_errors(
     plan, FLAGS.config, FLAGS.target, FLAGS.dtypes, peers, FLAGS.max_epochs
   )

@@ -76,3 +76,28 @@ def test_bad_flags_are_one_line(tmp_path):
     "error: unknown peer or dtype 'float16'; peers: keras-tensorflow, dtypes: float32, bfloat16"
   ]
   assert not (tmp_path / 'r.jsonl').exists()
+
+
+def test_keras_alone_is_the_side_by_side_of_a_recorded_run(tmp_path):
+  result = run_python(
+    '-m', 'benchmarks.time_to_accuracy', '--config', 'experiments/mnist_mlp.py',
+    '--target=1.0', '--max_epochs=1', '--nowith_dnn_jax', f'--record={tmp_path / "r.jsonl"}',
+    '--config.data.train_split=train[:1024]', '--config.num_devices=1',
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr
+  (run,) = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{')]
+  assert (run['peer'], run['reached'], run['epochs']) == ('keras-tensorflow', False, 1)
+  (record,) = records.read(tmp_path / 'r.jsonl')
+  assert record['peer'] == 'keras-tensorflow' and record['accuracy'] == run['accuracy']
+  assert 'speed-up' in result.stdout and result.stdout.splitlines()[-1].split()[-1] == 'no'
+
+
+def test_nothing_to_run_is_one_line(tmp_path):
+  result = run_python(
+    '-m', 'benchmarks.time_to_accuracy', '--config', 'experiments/mnist_mlp.py',
+    '--target=0.9', '--nowith_dnn_jax', '--peers=', f'--record={tmp_path / "r.jsonl"}',
+  )  # fmt: skip
+  assert result.returncode == 2
+  assert result.stderr.splitlines() == [
+    "error: nothing to run: --nowith_dnn_jax and --peers=''; name a peer or drop one"
+  ]
