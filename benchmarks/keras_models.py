@@ -98,17 +98,48 @@ def from_config(model_config, input_shape, num_classes):
   raise ValueError(f'no Keras twin of model {model_config.name!r}; twins.check says so first')
 
 
-def keras_optimizer(keras, opt):
-  """Keras's optimizer of the same name and hyperparameters (the schedule left out)."""
+def keras_optimizer(keras, opt, steps_per_epoch: int = 1, num_epochs: int = 1):
+  """Keras's optimizer of the same name, hyperparameters and learning-rate schedule."""
+  rate = keras_learning_rate(keras, opt, steps_per_epoch, num_epochs)
   if opt.name == 'adam':
-    return keras.optimizers.Adam(opt.learning_rate, opt.beta_1, opt.beta_2, opt.epsilon)
+    return keras.optimizers.Adam(rate, opt.beta_1, opt.beta_2, opt.epsilon)
   if opt.name == 'rmsprop':
-    return keras.optimizers.RMSprop(opt.learning_rate, opt.rho, 0.0, opt.epsilon)  # no momentum
+    return keras.optimizers.RMSprop(rate, opt.rho, 0.0, opt.epsilon)  # no momentum
   if opt.name == 'adadelta':
-    return keras.optimizers.Adadelta(opt.learning_rate, opt.rho, opt.epsilon)
+    return keras.optimizers.Adadelta(rate, opt.rho, opt.epsilon)
   if opt.name == 'sgd':
-    return keras.optimizers.SGD(opt.learning_rate, opt.momentum, opt.nesterov)
+    return keras.optimizers.SGD(rate, opt.momentum, opt.nesterov)
   raise ValueError(f'no Keras twin of optimizer {opt.name!r}; twins.check says so first')
+
+
+def keras_learning_rate(keras, opt, steps_per_epoch: int, num_epochs: int):
+  """The rate, or Keras's schedule equal to dnn_jax.optim's of the same name, step by step."""
+  schedules = keras.optimizers.schedules
+  if opt.schedule == 'constant':
+    return opt.learning_rate
+  if opt.schedule == 'inverse_time':  # Keras 2's `decay`: lr / (1 + decay * iterations)
+    return schedules.InverseTimeDecay(opt.learning_rate, decay_steps=1, decay_rate=opt.decay)
+  if opt.schedule == 'piecewise':
+    # optax scales from the boundary step on, Keras after it: one step earlier here.
+    boundaries = [int(e * steps_per_epoch) - 1 for e in opt.boundaries_epochs]
+    values = [opt.learning_rate * opt.decay_factor**i for i in range(len(boundaries) + 1)]
+    return schedules.PiecewiseConstantDecay(boundaries, values)
+  if opt.schedule == 'cosine':
+    return schedules.CosineDecay(opt.learning_rate, max(num_epochs * steps_per_epoch, 1))
+  raise ValueError(f'no Keras twin of schedule {opt.schedule!r}; twins.check_fit_recipe says so')
+
+
+def augmentation(augment):
+  """Keras's preprocessing layers for dnn_jax's shift/flip chain (twins.AUGMENT_OPS), in order."""
+  stack = []
+  for name, op in augment.items():
+    if name == 'random_shift':  # ImageDataGenerator's shift ranges: bilinear, U(-f, f) of the size
+      stack.append(kl.RandomTranslation(op.height, op.width, fill_mode=op.fill))
+    elif name == 'flip_left_right':
+      stack.append(kl.RandomFlip('horizontal'))
+    else:
+      raise ValueError(f'no Keras twin of augmentation {name!r}; twins.check_fit_recipe says so')
+  return keras.Sequential(stack)
 
 
 def compile_model(config, model, jit_compile: str = 'auto'):

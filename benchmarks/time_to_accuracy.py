@@ -58,13 +58,9 @@ def run_config(config, dtype: str, target: float, max_epochs: int):
 
 
 def check_peer_recipe(config) -> None:
-  """The Keras twin has no augmentation or learning-rate schedule: refuse what it cannot match."""
+  """What the Keras twin cannot build or train the same way: one line, before any run starts."""
   twins.check(config)
-  if config.optimizer.schedule != 'constant' or config.augment or config.eval_augment:
-    raise UserError(
-      'the Keras peer trains with a constant learning rate and no augmentation; this config '
-      "has a schedule or augmentation: run dnn_jax alone with --peers=''"
-    )
+  twins.check_fit_recipe(config)
 
 
 def run_one(peer: str, config) -> dict:

@@ -2,12 +2,14 @@
 
 Run by the harness in a process of its own:
   KERAS_BACKEND=tensorflow python -m benchmarks.tta_keras --recipe_json c.json
-The Keras twin of the model (benchmarks.keras_models), the same optimizer and hyperparameters
-(keras_models.keras_optimizer), batch size, loss from logits and data (dnn_jax's splits, x / 255),
-trained as the Keras tutorial trains: one model.fit of up to config.num_epochs epochs, shuffled
-each epoch, validating on the validation split after each, plus a callback that stops the fit
-after the first epoch whose val_accuracy reaches config.stop_at_accuracy. Keras's default
-compile (jit_compile='auto': on a CPU-only machine TensorFlow's own oneDNN kernels, no XLA).
+The Keras twin of the model (benchmarks.keras_models), the same optimizer, hyperparameters and
+learning-rate schedule (keras_models.keras_optimizer), batch size, loss from logits and data
+(dnn_jax's splits, x / 255), trained as the Keras tutorial trains: one model.fit of up to
+config.num_epochs epochs, shuffled each epoch (an augmented recipe through a tf.data pipeline of
+Keras's preprocessing layers, keras_models.augmentation, as Keras's guide augments), validating
+on the validation split after each, plus a callback that stops the fit after the first epoch
+whose val_accuracy reaches config.stop_at_accuracy. Keras's default compile (jit_compile='auto':
+on a CPU-only machine TensorFlow's own oneDNN kernels, no XLA).
 config.dtype bfloat16 is Keras's mixed_bfloat16 policy; the loss computes in float32 either way
 (a Keras loss casts its inputs to float32). Epoch lines go to stderr (verbose=2), and stdout
 gets one JSON object. Phases, from time stamps the callback takes as the batches begin:
@@ -92,6 +94,19 @@ def first_call_extra(starts: list) -> float:
   return max(seconds[0] - statistics.median(seconds[1:]), 0.0)
 
 
+def augmented(layers, train: dict, seed: int):
+  """fit's arrays as Keras's guide augments them: a tf.data pipeline of the layers, in parallel."""
+  import tensorflow as tf  # the backend: what KERAS_BACKEND=tensorflow's fit runs on
+
+  return (
+    tf.data.Dataset.from_tensor_slices((train['x'], train['y']))
+    .shuffle(len(train['x']), seed=seed, reshuffle_each_iteration=True)
+    .batch(train['batch_size'])
+    .map(lambda x, y: (layers(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    .prefetch(tf.data.AUTOTUNE)
+  )
+
+
 def run(keras, config) -> dict:
   """Fits config's recipe until config.stop_at_accuracy; the phases and the accuracies."""
   from benchmarks import keras_models
@@ -106,17 +121,23 @@ def run(keras, config) -> dict:
     keras.mixed_precision.set_global_policy('mixed_bfloat16')  # before the layers are made
   keras.utils.set_random_seed(config.seed)
   model = keras_models.from_config(config.model, splits.image_shape, splits.num_classes)
+  steps_per_epoch = -(-len(x) // config.batch_size)  # Keras keeps the last, smaller batch
   model.compile(
-    optimizer=keras_models.keras_optimizer(keras, config.optimizer),
+    optimizer=keras_models.keras_optimizer(
+      keras, config.optimizer, steps_per_epoch, config.num_epochs
+    ),
     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=config.model.name != 'resnet_v2'),
     metrics=['accuracy'],
   )  # jit_compile='auto', Keras's default
   timer = phase_timer(keras, config.stop_at_accuracy)
+  train = {'x': x, 'y': splits.train['label'], 'batch_size': config.batch_size, 'shuffle': True}
+  if config.augment:
+    train = {'x': augmented(keras_models.augmentation(config.augment), train, config.seed)}
   with contextlib.redirect_stdout(sys.stderr):  # stdout is for the JSON line alone
     model.fit(
-      x, splits.train['label'], batch_size=config.batch_size, epochs=config.num_epochs,
-      verbose=2, callbacks=[timer], validation_data=(x_val, splits.validation['label']),
-      validation_batch_size=config.eval_batch_size, shuffle=True,
+      **train, epochs=config.num_epochs, verbose=2, callbacks=[timer],
+      validation_data=(x_val, splits.validation['label']),
+      validation_batch_size=config.eval_batch_size,
     )  # fmt: skip
   compile_train = first_call_extra(timer.train_starts)
   compile_eval = first_call_extra(timer.eval_starts)
