@@ -11,6 +11,7 @@ from dnn_jax.errors import ConfigError
 from dnn_jax.models import layers
 from experiments import (
   cifar10_cnn,
+  cifar10_resnet20_aug,
   cifar10_resnet110_aug,
   mnist_cnn,
   mnist_cnn_deep,
@@ -109,13 +110,13 @@ def test_same_logits_as_keras_with_the_same_weights(experiment, input_shape):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('depth', [20, 110])
-def test_resnet_v2_param_counts_equal_keras(depth):
+@pytest.mark.parametrize('experiment', [cifar10_resnet20_aug, cifar10_resnet110_aug])
+def test_resnet_v2_param_counts_equal_keras(experiment):
   pytest.importorskip('keras')
   from benchmarks import keras_models
 
-  config = cifar10_resnet110_aug.get_config()
-  config.model.depth = depth
+  config = experiment.get_config()
+  depth = config.model.depth
   ours = models.create(config.model, input_shape=(32, 32, 3), num_classes=10, seed=0)
   total = sum(x.size for x in jax.tree.leaves(nnx.state(ours)))
   stats = sum(x.size for x in jax.tree.leaves(nnx.state(ours, nnx.BatchStat)))
