@@ -40,3 +40,13 @@ def read(path) -> list:
   """Every record in path, oldest first."""
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def machine_label(record: dict) -> str:
+  """Where a record was measured: CPU model, family/model, the deciding feature, cores."""
+  where = record['machine']
+  feature = machine.feature_label(where['cpu_features'])
+  label = (f'{where["cpu_model"]} (family/model {where["cpu_family_model"]}, {feature}, '
+           f'{where["cpu_cores"]} cores)')  # fmt: skip
+  device = record.get('device', '')
+  return label if not device or device.endswith('cpu') else f'{device} on {label}'

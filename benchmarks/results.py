@@ -15,8 +15,9 @@ import sys
 
 from absl import app, flags
 
-from benchmarks import records
-from dnn_jax import files, machine
+from benchmarks import records, tutorial_table
+from benchmarks.records import machine_label
+from dnn_jax import files
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -30,23 +31,7 @@ README_BLOCK = ('<!-- results:start (written by python -m benchmarks.results) --
                 '<!-- results:end -->')  # fmt: skip
 TUTORIAL_BLOCK = ('<!-- tutorial:start (written by python -m benchmarks.results) -->',
                   '<!-- tutorial:end -->')  # fmt: skip
-# The tutorial's test accuracies (its notebooks' printed results), by experiment file.
-TUTORIAL = {
-  'mnist_mlp': 0.9802, 'mnist_mlp_minimal': 0.9759, 'mnist_mlp_2layer': 0.98,
-  'mnist_cnn': 0.9925, 'mnist_cnn_deep': 0.9959, 'cifar10_cnn': 0.79,
-  'mnist_mlp_units_dropout_10epochs': 0.9833,  # the hyperopt notebook's best of 50 trials
-}  # fmt: skip
 GOALS = {'mlp': 1.2}  # dnn_jax / fastest peer wanted; other models: 1.0
-
-
-def machine_label(record: dict) -> str:
-  """Where a record was measured: CPU model, family/model, the deciding feature, cores."""
-  where = record['machine']
-  feature = machine.feature_label(where['cpu_features'])
-  label = (f'{where["cpu_model"]} (family/model {where["cpu_family_model"]}, {feature}, '
-           f'{where["cpu_cores"]} cores)')  # fmt: skip
-  device = record.get('device', '')
-  return label if not device or device.endswith('cpu') else f'{device} on {label}'
 
 
 def experiment_label(record: dict) -> str:
@@ -271,56 +256,6 @@ def pipeline_table(streamed: list, throughput: list) -> list:
   return [*lines, '']
 
 
-def keras_side_by_side(tta: list) -> dict:
-  """Experiment -> Keras's newest full-length run of the same recipe (time_to_accuracy, float32).
-
-  Those runs validate on the test split (the tutorial's validation), so their last val_accuracy
-  compares with dnn_jax's test accuracy.
-  """
-  keras = {}
-  for r in tta:
-    if r['peer'].startswith('keras') and r['dtype'] == 'float32' and not r['reached']:
-      keras[pathlib.Path(r['config']).stem] = r  # an unreachable target: every epoch ran
-  return keras
-
-
-def tutorial_table(training: list, tta: list = (), prefix: str = '') -> list:
-  """Markdown lines: the newest recorded run of each experiment beside the tutorial's number,
-  and beside Keras's run of the same recipe where one is recorded.
-
-  prefix: where benchmarks/ is from the page (README.md: 'benchmarks/'), for the curves' links.
-  """
-  if not training:
-    return ['No training run is recorded yet (`python -m benchmarks.record_run --workdir W`).', '']
-  newest = {r['experiment']: r for r in training}  # file order: the last one wins
-  keras = keras_side_by_side(tta)
-  names = [n for n in TUTORIAL if n in newest] + sorted(set(newest) - set(TUTORIAL))
-  lines = [
-    "| experiment | epochs | test accuracy | tutorial's | Keras, same recipe here | commit, date "
-    '| machine | curves |',
-    '|---|---|---|---|---|---|---|---|',
-  ]
-  for name in names:
-    r = newest[name]
-    epochs = f'{r["epochs"]}/{r["num_epochs"]}' + (
-      ' (early stop)' if r.get('early_stopped') else ''
-    )
-    shown = f'`{name}`'
-    if 'trials' in r:  # a sweep: its best trial, each of its trials trained this long
-      epochs += f' per trial, {r["trials"]} trials'
-      best = ', '.join(f'{k} {v:.4g}' for k, v in r['best_trial'].items() if k != 'trial')
-      shown += f' (best: {best})'
-    tutorial = f'{TUTORIAL[name]:.4g}' if name in TUTORIAL else ''
-    k = keras.get(name)
-    side = f'{k["accuracy"]:.4f} ({k["epochs"]} epochs, {k["machine"]["commit"]})' if k else ''
-    lines.append(
-      f'| {shown} | {epochs} | {r["test"]["accuracy"]:.4f} | {tutorial} | {side} | '
-      f'{r["machine"]["commit"]}, {r["machine"]["date"]} | {machine_label(r)} | '
-      f'[curves]({prefix}{r["curves"]}) |'
-    )
-  return [*lines, '']
-
-
 def render(all_records: list, out: pathlib.Path, source: str) -> str:
   """RESULTS.md's text; draws the chart beside it when there is something to draw."""
   all_records = [{**r, 'position': i} for i, r in enumerate(all_records)]  # file order
@@ -349,7 +284,7 @@ def render(all_records: list, out: pathlib.Path, source: str) -> str:
   lines += [
     "## The tutorial's experiments, trained in full",
     '',
-    *tutorial_table(
+    *tutorial_table.table(
       [r for r in all_records if r['kind'] == 'training'],
       [r for r in all_records if r['kind'] == 'time_to_accuracy'],
     ),
@@ -383,7 +318,7 @@ def update_readme(path: pathlib.Path, rows: list, training: list = (), tta: list
   found = False
   for (start, end), table in (
     (README_BLOCK, speed),
-    (TUTORIAL_BLOCK, tutorial_table(training, tta, 'benchmarks/')),
+    (TUTORIAL_BLOCK, tutorial_table.table(training, tta, 'benchmarks/')),
   ):
     if start in text and end in text:
       before, rest = text.split(start, 1)

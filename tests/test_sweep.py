@@ -11,7 +11,7 @@ import pytest
 from conftest import run_python
 from PIL import Image
 
-from benchmarks import record_run, results
+from benchmarks import record_run, tutorial_table
 from dnn_jax import experiment, trainer
 from dnn_jax.errors import ConfigError
 from dnn_jax.models import layers
@@ -167,7 +167,7 @@ def test_sweep_writes_tables_and_plots_then_continues(tmp_path, capsys, monkeypa
   assert record['test'] == {'accuracy': best['val_accuracy']}  # validates on the test split
   assert record['best_trial'] == {k: best[k] for k in ('trial', 'dropout', 'units')}
   assert (tmp_path / 'curves' / 'mnist_mlp_units_dropout_10epochs.png').stat().st_size > 1000
-  table = '\n'.join(results.tutorial_table([record]))
+  table = '\n'.join(tutorial_table.table([record]))
   assert f'| 1/1 per trial, 5 trials | {best["val_accuracy"]:.4f} | 0.9833 |' in table
   assert f'units {best["units"]}' in table
 

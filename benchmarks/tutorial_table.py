@@ -1,0 +1,63 @@
+"""The tutorial's results table: each experiment's newest full-length run, the tutorial's number
+and Keras's run of the same recipe beside it (README.md and RESULTS.md show it)."""
+
+import pathlib
+
+from benchmarks.records import machine_label
+
+# The tutorial's test accuracies (its notebooks' printed results), by experiment file.
+TUTORIAL = {
+  'mnist_mlp': 0.9802, 'mnist_mlp_minimal': 0.9759, 'mnist_mlp_2layer': 0.98,
+  'mnist_cnn': 0.9925, 'mnist_cnn_deep': 0.9959, 'cifar10_cnn': 0.79,
+  'mnist_mlp_units_dropout_10epochs': 0.9833,  # the hyperopt notebook's best of 50 trials
+}  # fmt: skip
+
+
+def keras_side_by_side(tta: list) -> dict:
+  """Experiment -> Keras's newest full-length run of the same recipe (time_to_accuracy, float32).
+
+  Those runs validate on the test split (the tutorial's validation), so their last val_accuracy
+  compares with dnn_jax's test accuracy.
+  """
+  keras = {}
+  for r in tta:
+    if r['peer'].startswith('keras') and r['dtype'] == 'float32' and not r['reached']:
+      keras[pathlib.Path(r['config']).stem] = r  # an unreachable target: every epoch ran
+  return keras
+
+
+def table(training: list, tta: list = (), prefix: str = '') -> list:
+  """Markdown lines: the newest recorded run of each experiment beside the tutorial's number,
+  and beside Keras's run of the same recipe where one is recorded.
+
+  prefix: where benchmarks/ is from the page (README.md: 'benchmarks/'), for the curves' links.
+  """
+  if not training:
+    return ['No training run is recorded yet (`python -m benchmarks.record_run --workdir W`).', '']
+  newest = {r['experiment']: r for r in training}  # file order: the last one wins
+  keras = keras_side_by_side(tta)
+  names = [n for n in TUTORIAL if n in newest] + sorted(set(newest) - set(TUTORIAL))
+  lines = [
+    "| experiment | epochs | test accuracy | tutorial's | Keras, same recipe here | commit, date "
+    '| machine | curves |',
+    '|---|---|---|---|---|---|---|---|',
+  ]
+  for name in names:
+    r = newest[name]
+    epochs = f'{r["epochs"]}/{r["num_epochs"]}' + (
+      ' (early stop)' if r.get('early_stopped') else ''
+    )
+    shown = f'`{name}`'
+    if 'trials' in r:  # a sweep: its best trial, each of its trials trained this long
+      epochs += f' per trial, {r["trials"]} trials'
+      best = ', '.join(f'{k} {v:.4g}' for k, v in r['best_trial'].items() if k != 'trial')
+      shown += f' (best: {best})'
+    tutorial = f'{TUTORIAL[name]:.4g}' if name in TUTORIAL else ''
+    k = keras.get(name)
+    side = f'{k["accuracy"]:.4f} ({k["epochs"]} epochs, {k["machine"]["commit"]})' if k else ''
+    lines.append(
+      f'| {shown} | {epochs} | {r["test"]["accuracy"]:.4f} | {tutorial} | {side} | '
+      f'{r["machine"]["commit"]}, {r["machine"]["date"]} | {machine_label(r)} | '
+      f'[curves]({prefix}{r["curves"]}) |'
+    )
+  return [*lines, '']
