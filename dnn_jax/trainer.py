@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from dnn_jax import (
-  callbacks,
   checkpoint,
+  epoch_callbacks,
   experiment,
   files,
   logs,
@@ -58,8 +58,7 @@ class Trainer:
     self.programs: experiment.Programs | None = None
     self.start_note: str | None = None  # where the run starts, when not from scratch
     self.stream_state = None  # streaming: the train stream's state saved with the resumed step
-    # early_stopping.restore_best_weights: (params, model_state, ema) of the best epoch so far.
-    self.best_weights = None
+    self.callbacks = epoch_callbacks.EpochCallbacks(self.config, exp.steps_per_epoch)
 
   # Setting out ---------------------------------------------------------------------------
 
@@ -76,7 +75,7 @@ class Trainer:
       self.shuffle_key, self.example_key = keys['shuffle'], keys['example']
       fields = [f.name for f in dataclasses.fields(Progress)]
       self.progress = Progress(**{k: meta[k] for k in fields if k in meta})  # older: fewer
-      self._restore_best_weights(step)
+      self.callbacks.resume(self.progress.callbacks, self.state, self.checkpoints, step)
       if exp.data.streams is not None:
         self.stream_state = self.checkpoints.read_stream_state(step)
       epoch, in_epoch = divmod(step, exp.steps_per_epoch)
@@ -96,24 +95,6 @@ class Trainer:
         self.state = self.state.replace(ema=jax.tree.map(jnp.copy, self.state.params))
       path = source.directory / str(step)
       self.start_note = f'Initialized weights from {path}; the optimizer starts afresh'
-
-  def _restore_best_weights(self, step: int) -> None:
-    """Resuming with early_stopping.restore_best_weights: the best epoch's weights, kept aside."""
-    best_epoch = self.progress.callbacks.get('early_stopping', {}).get('best_epoch')
-    if not (self.config.early_stopping.restore_best_weights and best_epoch):
-      return
-    best_step = best_epoch * self.exp.steps_per_epoch
-    if best_step == step:
-      self.best_weights = _weights(self.state)
-      return
-    if best_step not in self.checkpoints.all_steps():
-      raise CheckpointError(
-        f'early_stopping.restore_best_weights needs the checkpoint of epoch {best_epoch} '
-        f'(step {best_step}), which {self.checkpoints.directory} no longer holds; resume with '
-        f'--config.early_stopping.restore_best_weights=False, or use another --workdir'
-      )
-    best, _ = self.checkpoints.restore(best_step, self.state, items=checkpoint.WEIGHTS)
-    self.best_weights = _weights(best)
 
   def compile(self) -> None:
     """Compiles the training calls and evaluations ahead of time (a resumed call's length too)."""
@@ -169,7 +150,10 @@ class Trainer:
       )
       raise NonFiniteError(f'{e}; last good checkpoint: {kept}') from None
 
-    self._end_early_stopping(result)
+    if self.progress.history:
+      self.state = self.callbacks.end_training(
+        self.progress.callbacks, self.state, self.progress.history[-1]['epoch'], result
+      )
     if self.reached_target():
       last = self.progress.history[-1]
       result['stopped_at_accuracy'] = last['epoch']
@@ -189,7 +173,7 @@ class Trainer:
   def done(self) -> bool:
     """Whether every epoch is trained, or the last one reached config.stop_at_accuracy."""
     total_steps = self.config.num_epochs * self.exp.steps_per_epoch
-    stopped = self.progress.callbacks.get('early_stopping', {}).get('stop', False)
+    stopped = self.callbacks.stopped(self.progress.callbacks)
     return self.progress.step >= total_steps or self.reached_target() or stopped
 
   def reached_target(self) -> bool:
@@ -288,7 +272,7 @@ class Trainer:
     run.history.append(record)
     run.train_seconds.append(run.epoch_seconds)
     run.epoch_sums, run.epoch_seconds = None, 0.0
-    ranking, notes = self._epoch_callbacks(record)
+    self.state, ranking, notes = self.callbacks.end_epoch(run.callbacks, self.state, record)
     self.save(ranking={'val_accuracy': val['accuracy'], **ranking})
     self._bar.end(record['seconds'], {k: record[k] for k in metrics.EPOCH})
     for note in notes:
@@ -297,57 +281,8 @@ class Trainer:
 
   def learning_rate(self) -> float:
     """The rate of the last step taken: the schedule's, times ReduceLROnPlateau's cuts."""
-    rate = float(self.exp.learner.schedule(self.progress.step - 1))
-    if self.config.reduce_lr_on_plateau.enabled:
-      rate *= callbacks.lr_scale(self.state.opt_state)
-    return rate
-
-  def _epoch_callbacks(self, record: dict) -> tuple[dict, list]:
-    """Runs ReduceLROnPlateau and EarlyStopping on the epoch's record, as Keras would.
-
-    Returns (what ranks the epoch's checkpoint, lines to print). A cut of the learning rate
-    changes the optimizer state's factor before the checkpoint is saved, as does everything
-    they decide: a resumed run continues from exactly here.
-    """
-    config, states = self.config, self.progress.callbacks
-    ranking, notes = {}, []
-    plateau = config.reduce_lr_on_plateau
-    if plateau.enabled:
-      rate = record['learning_rate']
-      states['reduce_lr_on_plateau'], new_rate = callbacks.reduce_lr_on_plateau(
-        plateau, states.get('reduce_lr_on_plateau', {}), record, rate
-      )
-      if new_rate is not None:
-        scale = callbacks.lr_scale(self.state.opt_state) * new_rate / rate
-        opt_state = callbacks.with_lr_scale(self.state.opt_state, scale)
-        self.state = self.state.replace(opt_state=opt_state)
-        notes.append(
-          f'Epoch {record["epoch"]}: ReduceLROnPlateau reducing learning rate to {new_rate:.4g}.'
-        )
-    stopping = config.early_stopping
-    if stopping.enabled:
-      state = callbacks.early_stopping(stopping, states.get('early_stopping', {}), record)
-      states['early_stopping'] = state
-      ranking['improvements'] = state.get('improvements', 0)
-      if stopping.restore_best_weights and state['best_epoch'] == record['epoch']:
-        self.best_weights = _weights(self.state)
-    return ranking, notes
-
-  def _end_early_stopping(self, result: dict) -> None:
-    """Says where EarlyStopping stopped; puts back the best epoch's weights if asked to."""
-    state = self.progress.callbacks.get('early_stopping', {})
-    if state.get('stop'):
-      epoch = self.progress.history[-1]['epoch']
-      result['early_stopped'] = {'epoch': epoch, 'best_epoch': state['best_epoch']}
-      print(f'Epoch {epoch}: early stopping', flush=True)
-    if self.best_weights is not None:
-      params, model_state, ema = self.best_weights
-      self.state = self.state.replace(params=params, model_state=model_state, ema=ema)
-      result['restored_best_weights'] = {'epoch': state['best_epoch']}
-      print(
-        f'Restoring model weights from the end of the best epoch: {state["best_epoch"]}.',
-        flush=True,
-      )
+    scheduled = float(self.exp.learner.schedule(self.progress.step - 1))
+    return self.callbacks.learning_rate(scheduled, self.state)
 
   def evaluate(self, split: str) -> dict:
     """{'loss', 'accuracy'} of the current state on 'validation' or 'test'."""
@@ -425,11 +360,6 @@ def build(config) -> Trainer:
   trainer = Trainer(experiment.setup(config))
   trainer.compile()
   return trainer
-
-
-def _weights(state: steps.TrainState) -> tuple:
-  """Copies of (params, model_state, ema): the next compiled call donates the state's buffers."""
-  return jax.tree.map(jnp.copy, (state.params, state.model_state, state.ema))
 
 
 def _check_same_run(meta: dict, exp: experiment.Experiment, path) -> None:
