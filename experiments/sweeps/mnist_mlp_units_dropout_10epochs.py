@@ -2,8 +2,8 @@
 
 The hyperopt notebook's best, 98.33% test accuracy over 50 trials, is out of reach of a short
 trial (one epoch peaks at 0.9663 here) and in line with the MLP notebook's full 10-epoch
-training (0.9802), so each trial here trains the MLP experiment's full length. About 45 minutes
-on a 2-core CPU; the same command continues an interrupted sweep.
+training (0.9802), so each trial here trains the MLP experiment's full length. 94 minutes on
+a 2-core CPU shared with another run; the same command continues an interrupted sweep.
 """
 
 from experiments import mnist_mlp
