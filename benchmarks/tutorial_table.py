@@ -26,6 +26,21 @@ def keras_side_by_side(tta: list) -> dict:
   return keras
 
 
+def _unique(items) -> list:
+  return list(dict.fromkeys(items))
+
+
+def provenance(record: dict) -> tuple:
+  """A row's commit(s), date(s) and machine(s): a resumed run names each of its starts'."""
+  starts = [s['machine'] for s in record.get('starts') or []] or [record['machine']]
+  commits = ' then '.join(_unique(s['commit'] for s in starts))
+  machines = ' then '.join(_unique(machine_label({'machine': s}) for s in starts))
+  date = starts[0]['date']
+  if len(starts) > 1:
+    date = f'{date} to {starts[-1]["date"]} ({len(starts)} starts)'
+  return commits, date, machines
+
+
 def table(training: list, tta: list = (), prefix: str = '') -> list:
   """Markdown lines: the newest recorded run of each experiment beside the tutorial's number,
   and beside Keras's run of the same recipe where one is recorded.
@@ -55,9 +70,9 @@ def table(training: list, tta: list = (), prefix: str = '') -> list:
     tutorial = f'{TUTORIAL[name]:.4g}' if name in TUTORIAL else ''
     k = keras.get(name)
     side = f'{k["accuracy"]:.4f} ({k["epochs"]} epochs, {k["machine"]["commit"]})' if k else ''
+    commits, date, machines = provenance(r)
     lines.append(
       f'| {shown} | {epochs} | {r["test"]["accuracy"]:.4f} | {tutorial} | {side} | '
-      f'{r["machine"]["commit"]}, {r["machine"]["date"]} | {machine_label(r)} | '
-      f'[curves]({prefix}{r["curves"]}) |'
+      f'{commits}, {date} | {machines} | [curves]({prefix}{r["curves"]}) |'
     )
   return [*lines, '']

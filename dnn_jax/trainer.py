@@ -37,6 +37,8 @@ class Progress:
   epoch_seconds: float = 0.0  # training time spent in the current epoch so far
   # Keras-callback states by name (callbacks.py): reduce_lr_on_plateau, early_stopping.
   callbacks: dict = dataclasses.field(default_factory=dict)
+  # Each start that trained: the step it began at and where (commit, CPU, date) it ran.
+  starts: list = dataclasses.field(default_factory=list)
 
 
 class Trainer:
@@ -112,11 +114,15 @@ class Trainer:
     """
     config, exp = self.config, self.exp
     device = exp.mesh.devices.flat[0]
+    where = machine.describe()
+    if not self.done():  # a finished run's re-test trains nothing: not a start of its own
+      self.progress.starts.append({'step': self.progress.step, 'machine': where})
     result = {
       'config': json.loads(config.to_json()),
       'history': self.progress.history,
       'devices': {'platform': device.platform, 'kind': device.device_kind, 'count': exp.mesh.size},
-      'machine': machine.describe(),  # this start's commit, CPU, versions, date (a resume: its own)
+      'machine': where,  # this start's commit, CPU, versions, date (a resume: its own)
+      'starts': self.progress.starts,  # every start's, the first one's step 0
       'compile_seconds': self.programs.seconds,
       'data_seconds': exp.data.seconds,
     }

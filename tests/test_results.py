@@ -157,3 +157,19 @@ def test_an_unfinished_run_is_not_recorded():
 
   with pytest.raises(ValueError, match='has not finished'):
     record_run.training_record({'history': [], 'preempted': {'step': 3}}, 'mnist_mlp')
+
+
+def test_a_run_resumed_elsewhere_names_each_start_in_its_row():
+  from benchmarks import tutorial_table
+
+  later = {**ZEN, 'date': '2026-12-03 09:00 UTC'}
+  record = {
+    'experiment': 'cifar10_cnn', 'epochs': 50, 'num_epochs': 50, 'test': {'accuracy': 0.79},
+    'machine': later, 'curves': 'curves/cifar10_cnn.png',
+    'starts': [{'step': 0, 'machine': AMX}, {'step': 1000, 'machine': later}],
+  }  # fmt: skip
+  row = tutorial_table.table([record])[2]
+  assert '| abc1234, 2026-12-01 10:00 UTC to 2026-12-03 09:00 UTC (2 starts) | Xeon' in row
+  assert ' then AMD EPYC (family/model 25/1, AVX2, 2 cores) |' in row
+  one = tutorial_table.table([{**record, 'starts': record['starts'][:1]}])[2]
+  assert '| abc1234, 2026-12-01 10:00 UTC | Xeon (family/model 6/143, AMX, 2 cores) |' in one

@@ -206,6 +206,10 @@ def test_sigterm_saves_and_exits_cleanly_then_resumes(tmp_path, uninterrupted):
   assert 'Traceback' not in err
   train(tmp_path)
   assert_same_run(tmp_path, uninterrupted)
+  # metrics.json names both starts: where each began and where it ran.
+  starts = json.loads((tmp_path / 'metrics.json').read_text())['starts']
+  assert [s['step'] for s in starts] == [0, step]
+  assert all(s['machine']['commit'] and s['machine']['cpu_model'] for s in starts)
 
 
 @pytest.mark.multiprocess

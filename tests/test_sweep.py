@@ -161,6 +161,7 @@ def test_sweep_writes_tables_and_plots_then_continues(tmp_path, capsys, monkeypa
   best = next(r for r in more if r['best'])
   assert summary['best'] == best and summary['num_trials'] == 5
   assert summary['epochs_per_trial'] == 1 and summary['machine']['commit']
+  assert [s['trials'] for s in summary['starts']] == [0, 3]  # the first start, the continuation
   assert summary['train_seconds'] == pytest.approx(sum(r['train_seconds'] for r in more))
   monkeypatch.setattr(record_run, 'CURVES_DIR', tmp_path / 'curves')
   record = record_run.record_run(tmp_path, 'mnist_mlp_units_dropout_10epochs', tmp_path / 'r.jsonl')

@@ -42,6 +42,9 @@ def _run_sweep(config, workdir: pathlib.Path) -> list[dict]:
     if retried:
       note += f'; interrupted trial(s) {", ".join(map(str, retried))} run again first'
     print(note, flush=True)
+  if done < sweep.num_trials:  # a start that trains: its step (trials done) and machine, kept
+    starts = the_study.user_attrs.get('starts', [])
+    the_study.set_user_attr('starts', [*starts, {'trials': done, 'machine': machine.describe()}])
   # One setup serves every trial: the data and the mesh; each group builds its own model.
   exp = experiment.setup(space.trial_config(config, {}))
   print(
@@ -57,7 +60,7 @@ def _run_sweep(config, workdir: pathlib.Path) -> list[dict]:
     trained += _train_batch(config, exp, the_study, batch, cache)
     _write_outputs(config, the_study, workdir)  # the tables so far; the slower plots at the end
   table = _write_outputs(config, the_study, workdir, with_plots=True)
-  _write_summary(config, table, workdir)
+  _write_summary(config, table, workdir, the_study.user_attrs.get('starts', []))
   _print_summary(config, table, trained, time.perf_counter() - began, workdir)
   return table
 
@@ -108,18 +111,18 @@ def _write_outputs(config, the_study, workdir: pathlib.Path, with_plots=False) -
   return table
 
 
-def _write_summary(config, table: list[dict], workdir: pathlib.Path) -> None:
-  """sweep.json: the finished sweep's best trial, budget, commit and machine (for record_run)."""
+def _write_summary(config, table: list[dict], workdir: pathlib.Path, starts: list) -> None:
+  """sweep.json: the finished sweep's best trial, budget, starts and machine (for record_run)."""
   sweep = config.sweep
-  ranked = tables.ranking(table, sweep.objective, sweep.direction)
   summary = {
     'config': json.loads(config.to_json()),
     'num_trials': len(table),
     'epochs_per_trial': sweep.epochs_per_trial,
     'objective': sweep.objective,
-    'best': ranked[0] if ranked else None,
+    'best': next((r for r in table if r['best']), None),
     'train_seconds': sum(r.get('train_seconds', 0.0) for r in table),
-    'machine': machine.describe(),  # the finishing start's commit, CPU and date
+    'starts': starts,  # each start that trained: trials done before it, commit, CPU, date
+    'machine': machine.describe(),  # the finishing start's
   }
   files.write_json(workdir / 'sweep.json', summary)
 
