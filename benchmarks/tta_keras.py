@@ -132,7 +132,9 @@ def run(keras, config) -> dict:
   timer = phase_timer(keras, config.stop_at_accuracy)
   train = {'x': x, 'y': splits.train['label'], 'batch_size': config.batch_size, 'shuffle': True}
   if config.augment:
-    train = {'x': augmented(keras_models.augmentation(config.augment), train, config.seed)}
+    layers = keras_models.augmentation(config.augment)
+    # The pipeline shuffles; fit's own shuffle=True would only warn that it ignores itself.
+    train = {'x': augmented(layers, train, config.seed), 'shuffle': False}
   with contextlib.redirect_stdout(sys.stderr):  # stdout is for the JSON line alone
     model.fit(
       **train, epochs=config.num_epochs, verbose=2, callbacks=[timer],

@@ -93,3 +93,4 @@ def test_keras_trains_the_augmented_cifar_recipe_alone(tmp_path):
   (run,) = [json.loads(line) for line in lines]
   assert run['peer'] == 'keras-tensorflow' and run['epochs'] == 2
   assert 0.05 <= run['accuracy'] <= 1.0
+  assert 'shuffle=True` was passed, but will be ignored' not in result.stderr  # no false alarm
