@@ -281,14 +281,13 @@ def render(all_records: list, out: pathlib.Path, source: str) -> str:
     lines += [*summary_table(rows), f'![dnn_jax / fastest peer]({CHART})', '']
   else:
     lines += ['No throughput run is recorded yet (`python -m benchmarks.throughput --record`).', '']
-  lines += [
-    "## The tutorial's experiments, trained in full",
-    '',
-    *tutorial_table.table(
-      [r for r in all_records if r['kind'] == 'training'],
-      [r for r in all_records if r['kind'] == 'time_to_accuracy'],
-    ),
-  ]
+  training = [r for r in all_records if r['kind'] == 'training']
+  tta = [r for r in all_records if r['kind'] == 'time_to_accuracy']
+  for name, (ours, keras) in tutorial_table.pairs(training, tta).items():
+    path = out / tutorial_table.side_by_side_name(name)
+    tutorial_table.draw_side_by_side(path, name, ours, keras)
+  lines += ["## The tutorial's experiments, trained in full", '']
+  lines += tutorial_table.table(training, tta)
   lines += [
     '## Time to accuracy',
     '',

@@ -104,6 +104,7 @@ def record_fields(config_file: str, peer: str, config, result: dict) -> dict:
     'seconds_total': result['seconds_total'],
     **{f'seconds_{phase}': result[f'seconds_{phase}'] for phase in PHASES},
     'batch_size': config.batch_size,
+    'seed': config.seed,  # weights, data order, dropout: seeds tell a gap from chance
   }
 
 

@@ -4,6 +4,7 @@ and Keras's run of the same recipe beside it (README.md and RESULTS.md show it).
 import pathlib
 
 from benchmarks.records import machine_label
+from dnn_jax import files
 
 # The tutorial's test accuracies (its notebooks' printed results), by experiment file.
 TUTORIAL = {
@@ -24,6 +25,50 @@ def keras_side_by_side(tta: list) -> dict:
     if r['peer'].startswith('keras') and r['dtype'] == 'float32' and not r['reached']:
       keras[pathlib.Path(r['config']).stem] = r  # an unreachable target: every epoch ran
   return keras
+
+
+def side_by_side_name(experiment: str) -> str:
+  """The picture of both frameworks' curves, under benchmarks/."""
+  return f'curves/{experiment}_keras.png'
+
+
+def draw_side_by_side(path, experiment: str, ours: dict, keras: dict) -> None:
+  """Test accuracy per epoch, dnn_jax's run beside Keras's of the same recipe."""
+  from matplotlib.figure import Figure
+  from matplotlib.ticker import MaxNLocator
+
+  fig = Figure(figsize=(8, 4.5), layout='constrained')
+  ax = fig.subplots()
+  mine = [h['val_accuracy'] for h in ours['history']]
+  theirs = keras['val_accuracies']
+  for accuracies, marker, side, last in (
+    (mine, 'o-', f'dnn_jax ({ours["machine"]["commit"]})', ours['test']['accuracy']),
+    (theirs, 's-', f'{keras["peer"]} ({keras["machine"]["commit"]})', keras['accuracy']),
+  ):
+    ax.plot(range(1, len(accuracies) + 1), accuracies, marker, markersize=3,
+            label=f'{side}: {last:.4f}')  # fmt: skip
+  if experiment in TUTORIAL:
+    ax.axhline(TUTORIAL[experiment], color='gray', linestyle=':',
+               label=f"the tutorial's {TUTORIAL[experiment]:.4g}")  # fmt: skip
+  # The first quarter of the epochs (the climb) left out of the range: the end is what counts.
+  later = mine[len(mine) // 4 :] + theirs[len(theirs) // 4 :]
+  low, high = min(later), max(later + [TUTORIAL.get(experiment, 0)])
+  ax.set_ylim(low - 0.05 * (high - low), high + 0.3 * (high - low))  # room for the legend
+  ax.set_title(f'{experiment}: the same recipe, the same data (validation = test split)')
+  ax.set_xlabel('epoch')
+  ax.set_ylabel('accuracy after the epoch')
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+  ax.grid(alpha=0.3)
+  ax.legend(loc='upper left')
+  pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+  files.save_figure(fig, path, dpi=100)
+
+
+def pairs(training: list, tta: list) -> dict:
+  """Experiment -> (its newest recorded run, Keras's run of its recipe), where both exist."""
+  newest = {r['experiment']: r for r in training if 'history' in r}  # sweeps have no curve
+  keras = keras_side_by_side(tta)
+  return {name: (newest[name], keras[name]) for name in newest if name in keras}
 
 
 def _unique(items) -> list:
@@ -70,6 +115,8 @@ def table(training: list, tta: list = (), prefix: str = '') -> list:
     tutorial = f'{TUTORIAL[name]:.4g}' if name in TUTORIAL else ''
     k = keras.get(name)
     side = f'{k["accuracy"]:.4f} ({k["epochs"]} epochs, {k["machine"]["commit"]})' if k else ''
+    if k and 'history' in r:
+      side += f', [both curves]({prefix}{side_by_side_name(name)})'
     commits, date, machines = provenance(r)
     lines.append(
       f'| {shown} | {epochs} | {r["test"]["accuracy"]:.4f} | {tutorial} | {side} | '

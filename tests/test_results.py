@@ -4,6 +4,7 @@ import json
 
 import pytest
 from conftest import run_python
+from PIL import Image
 
 from benchmarks import results
 
@@ -147,7 +148,7 @@ def test_a_finished_run_is_recorded_and_fills_the_readmes_tutorial_table(
   text = readme.read_text()
   row = next(line for line in text.splitlines() if line.startswith('| `mnist_mlp`'))
   accuracy = metrics['test']['accuracy']
-  assert f'| 2/2 | {accuracy:.4f} | 0.9802 | 0.9810 (2 epochs, abc1234) |' in row
+  assert f'| 2/2 | {accuracy:.4f} | 0.9802 | 0.9810 (2 epochs, abc1234), [both curves](' in row
   assert record['machine']['commit'] in row and '(benchmarks/curves/mnist_mlp.png)' in row
   assert 'old table' not in text and text.endswith('rest\n')
 
@@ -173,3 +174,28 @@ def test_a_run_resumed_elsewhere_names_each_start_in_its_row():
   assert ' then AMD EPYC (family/model 25/1, AVX2, 2 cores) |' in row
   one = tutorial_table.table([{**record, 'starts': record['starts'][:1]}])[2]
   assert '| abc1234, 2026-12-01 10:00 UTC | Xeon (family/model 6/143, AMX, 2 cores) |' in one
+
+
+def test_a_run_and_its_keras_twin_get_one_picture_linked_from_the_row(tmp_path):
+  history = [{'epoch': e, 'val_accuracy': 0.98 + e / 1000} for e in range(1, 13)]
+  ours = {
+    'kind': 'training', 'experiment': 'mnist_cnn', 'epochs': 12, 'num_epochs': 12,
+    'test': {'accuracy': 0.992}, 'history': history, 'machine': AMX,
+    'curves': 'curves/mnist_cnn.png',
+  }  # fmt: skip
+  keras = {
+    'kind': 'time_to_accuracy', 'config': 'experiments/mnist_cnn.py', 'peer': 'keras-tensorflow',
+    'dtype': 'float32', 'target': 0.9999, 'reached': False, 'epochs': 12, 'accuracy': 0.991,
+    'val_accuracies': [0.97 + e / 1000 for e in range(1, 13)], 'seconds_total': 800.0,
+    'seconds_startup': 5.0, 'seconds_data': 1.0, 'seconds_compile': 1.0, 'seconds_train': 780.0,
+    'seconds_evaluate': 13.0, 'batch_size': 128, 'machine': AMX, 'command': 'tta',
+  }  # fmt: skip
+  text = results.render([ours, keras], tmp_path, 'records.jsonl')
+  row = next(line for line in text.splitlines() if line.startswith('| `mnist_cnn`'))
+  assert '| 0.9910 (12 epochs, abc1234), [both curves](curves/mnist_cnn_keras.png) |' in row
+  with Image.open(tmp_path / 'curves' / 'mnist_cnn_keras.png') as image:
+    assert image.size[0] >= 600 and len(image.getcolors(1 << 16) or range(1 << 16)) > 20
+  # Without Keras's run there is nothing to put beside ours: no picture, no link.
+  alone = tmp_path / 'alone'
+  assert 'both curves' not in results.render([ours], alone, 'records.jsonl')
+  assert not (alone / 'curves').exists()
