@@ -15,7 +15,7 @@ import sys
 
 from absl import app, flags
 
-from benchmarks import records, tutorial_table
+from benchmarks import records, seeds_table, tutorial_table
 from benchmarks.records import machine_label
 from dnn_jax import files
 
@@ -288,6 +288,7 @@ def render(all_records: list, out: pathlib.Path, source: str) -> str:
     tutorial_table.draw_side_by_side(path, name, ours, keras)
   lines += ["## The tutorial's experiments, trained in full", '']
   lines += tutorial_table.table(training, tta)
+  lines += ['## Seeds: is a gap chance?', '', *seeds_table.table(training, tta)]
   lines += [
     '## Time to accuracy',
     '',

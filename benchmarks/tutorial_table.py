@@ -14,16 +14,27 @@ TUTORIAL = {
 }  # fmt: skip
 
 
+def seed_of(record: dict) -> int:
+  """The seed of a record's run; records from before seeds were recorded ran the default, 0."""
+  config = record.get('config')
+  return config.get('seed', 0) if isinstance(config, dict) else record.get('seed', 0)
+
+
+def full_length(record: dict, peer: str) -> bool:
+  """A float32 time_to_accuracy run of peer that trained every epoch (an unreachable target)."""
+  return record['peer'].startswith(peer) and record['dtype'] == 'float32' and not record['reached']
+
+
 def keras_side_by_side(tta: list) -> dict:
-  """Experiment -> Keras's newest full-length run of the same recipe (time_to_accuracy, float32).
+  """(experiment, seed, epochs) -> Keras's newest full-length run of that recipe (float32).
 
   Those runs validate on the test split (the tutorial's validation), so their last val_accuracy
   compares with dnn_jax's test accuracy.
   """
   keras = {}
   for r in tta:
-    if r['peer'].startswith('keras') and r['dtype'] == 'float32' and not r['reached']:
-      keras[pathlib.Path(r['config']).stem] = r  # an unreachable target: every epoch ran
+    if full_length(r, 'keras'):
+      keras[pathlib.Path(r['config']).stem, seed_of(r), r['epochs']] = r  # the newest wins
   return keras
 
 
@@ -52,7 +63,7 @@ def draw_side_by_side(path, experiment: str, ours: dict, keras: dict) -> None:
                label=f"the tutorial's {TUTORIAL[experiment]:.4g}")  # fmt: skip
   # The first quarter of the epochs (the climb) left out of the range: the end is what counts.
   later = mine[len(mine) // 4 :] + theirs[len(theirs) // 4 :]
-  low, high = min(later), max(later + [TUTORIAL.get(experiment, 0)])
+  low, high = min(later), max([*later, TUTORIAL.get(experiment, 0)])
   ax.set_ylim(low - 0.05 * (high - low), high + 0.3 * (high - low))  # room for the legend
   ax.set_title(f'{experiment}: the same recipe, the same data (validation = test split)')
   ax.set_xlabel('epoch')
@@ -65,10 +76,11 @@ def draw_side_by_side(path, experiment: str, ours: dict, keras: dict) -> None:
 
 
 def pairs(training: list, tta: list) -> dict:
-  """Experiment -> (its newest recorded run, Keras's run of its recipe), where both exist."""
+  """Experiment -> (its newest recorded run, Keras's run of its recipe and seed), where both are."""
   newest = {r['experiment']: r for r in training if 'history' in r}  # sweeps have no curve
   keras = keras_side_by_side(tta)
-  return {name: (newest[name], keras[name]) for name in newest if name in keras}
+  found = {name: keras.get((name, seed_of(r), r['epochs'])) for name, r in newest.items()}
+  return {name: (newest[name], k) for name, k in found.items() if k}
 
 
 def _unique(items) -> list:
@@ -113,7 +125,7 @@ def table(training: list, tta: list = (), prefix: str = '') -> list:
       best = ', '.join(f'{k} {v:.4g}' for k, v in r['best_trial'].items() if k != 'trial')
       shown += f' (best: {best})'
     tutorial = f'{TUTORIAL[name]:.4g}' if name in TUTORIAL else ''
-    k = keras.get(name)
+    k = keras.get((name, seed_of(r), r['epochs']))
     side = f'{k["accuracy"]:.4f} ({k["epochs"]} epochs, {k["machine"]["commit"]})' if k else ''
     if k and 'history' in r:
       side += f', [both curves]({prefix}{side_by_side_name(name)})'

@@ -199,3 +199,33 @@ def test_a_run_and_its_keras_twin_get_one_picture_linked_from_the_row(tmp_path):
   alone = tmp_path / 'alone'
   assert 'both curves' not in results.render([ours], alone, 'records.jsonl')
   assert not (alone / 'curves').exists()
+
+
+def test_seeds_give_each_side_a_mean_and_spread_and_the_row_keeps_its_own_seed():
+  from benchmarks import seeds_table, tutorial_table
+
+  def tta(peer, seed, accuracy):
+    return {
+      'kind': 'time_to_accuracy', 'config': 'experiments/mnist_cnn.py', 'peer': peer,
+      'dtype': 'float32', 'reached': False, 'epochs': 12, 'accuracy': accuracy,
+      'val_accuracies': [accuracy] * 12, 'machine': AMX, 'seed': seed,
+    }  # fmt: skip
+
+  ours = {
+    'experiment': 'mnist_cnn', 'epochs': 12, 'num_epochs': 12, 'test': {'accuracy': 0.9909},
+    'history': [], 'machine': AMX, 'curves': 'c.png', 'config': {'seed': 0},
+  }  # fmt: skip
+  runs = [
+    {k: v for k, v in tta('keras-tensorflow', 0, 0.9920).items() if k != 'seed'},  # older: 0
+    tta('dnn_jax', 1, 0.9917), tta('keras-tensorflow', 1, 0.9912),
+    tta('dnn_jax', 2, 0.9913), tta('keras-tensorflow', 2, 0.9916),
+  ]  # fmt: skip
+  lines = seeds_table.table([ours], runs)
+  row = next(line for line in lines if line.startswith('| mnist_cnn |'))
+  assert row == (
+    '| mnist_cnn | 12 | 0.9913 ± 0.0004 (seeds 0, 1, 2: 0.9909, 0.9917, 0.9913) | '
+    '0.9916 ± 0.0004 (seeds 0, 1, 2: 0.9920, 0.9912, 0.9916) | -0.0003 |'
+  )
+  # The results table's Keras column is the run at the row's own seed, not the newest.
+  assert '| 0.9920 (12 epochs, abc1234)' in tutorial_table.table([ours], runs)[2]
+  assert seeds_table.table([ours], runs[:1])[0].startswith('No recipe is recorded over several')
