@@ -44,7 +44,7 @@ def training_record(metrics: dict, experiment: str) -> dict:
     'early_stopped': metrics.get('early_stopped'),
     'train_samples_per_sec': metrics.get('train_samples_per_sec'),
     'devices': metrics['devices'],
-    'starts': metrics.get('starts') or [{'step': 0, 'machine': metrics['machine']}],
+    'starts': metrics.get('starts', []),  # none from older runs: the table shows 'machine'
     'history': history,
     'config': metrics['config'],
   }
@@ -71,7 +71,7 @@ def sweep_record(summary: dict, experiment: str) -> dict:
     'best_trial': {k: best[k] for k in ('trial', *params)},
     'test': {'accuracy': accuracy},
     'train_seconds': summary['train_seconds'],
-    'starts': summary.get('starts') or [{'trials': 0, 'machine': summary['machine']}],
+    'starts': summary.get('starts', []),
     'config': summary['config'],
   }
 

@@ -38,6 +38,11 @@ def keras_side_by_side(tta: list) -> dict:
   return keras
 
 
+def keras_twin(keras: dict, record: dict) -> dict | None:
+  """Keras's run (from keras_side_by_side) of record's experiment, seed and epochs, if any."""
+  return keras.get((record['experiment'], seed_of(record), record['epochs']))
+
+
 def side_by_side_name(experiment: str) -> str:
   """The picture of both frameworks' curves, under benchmarks/."""
   return f'curves/{experiment}_keras.png'
@@ -79,7 +84,7 @@ def pairs(training: list, tta: list) -> dict:
   """Experiment -> (its newest recorded run, Keras's run of its recipe and seed), where both are."""
   newest = {r['experiment']: r for r in training if 'history' in r}  # sweeps have no curve
   keras = keras_side_by_side(tta)
-  found = {name: keras.get((name, seed_of(r), r['epochs'])) for name, r in newest.items()}
+  found = {name: keras_twin(keras, r) for name, r in newest.items()}
   return {name: (newest[name], k) for name, k in found.items() if k}
 
 
@@ -125,7 +130,7 @@ def table(training: list, tta: list = (), prefix: str = '') -> list:
       best = ', '.join(f'{k} {v:.4g}' for k, v in r['best_trial'].items() if k != 'trial')
       shown += f' (best: {best})'
     tutorial = f'{TUTORIAL[name]:.4g}' if name in TUTORIAL else ''
-    k = keras.get((name, seed_of(r), r['epochs']))
+    k = keras_twin(keras, r)
     side = f'{k["accuracy"]:.4f} ({k["epochs"]} epochs, {k["machine"]["commit"]})' if k else ''
     if k and 'history' in r:
       side += f', [both curves]({prefix}{side_by_side_name(name)})'
