@@ -115,8 +115,8 @@ def table(training: list, tta: list = (), prefix: str = '') -> list:
   keras = keras_side_by_side(tta)
   names = [n for n in TUTORIAL if n in newest] + sorted(set(newest) - set(TUTORIAL))
   lines = [
-    "| experiment | epochs | test accuracy | tutorial's | Keras, same recipe here | commit, date "
-    '| machine | curves |',
+    "| experiment | epochs | test accuracy | tutorial's | Keras, same recipe here "
+    '| commit, started | machine | curves |',
     '|---|---|---|---|---|---|---|---|',
   ]
   for name in names:
