@@ -153,7 +153,7 @@ def time_to_accuracy_table(tta: list) -> list:
     ]
   lines = [
     '| experiment | dtype | target | side | reached (epochs, accuracy) | start-up | data | '
-    'compile | train (per epoch) | evaluate | total s | dnn_jax speed-up | machine, date |',
+    'compile | train (per epoch) | evaluate | total s | dnn_jax speed-up | machine, finished |',
     '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ]  # fmt: skip
   for r in reversed(tta):
@@ -180,7 +180,7 @@ def fit_check_table(checks: list, throughput: list) -> list:
     return ['No outside check is recorded yet (`python -m benchmarks.fit_check`).', '']
   lines = [
     '| experiment | dtype | peer | outside model.fit samples/s | benchmarks.throughput samples/s '
-    '| ratio | machine, date |', '|---|---|---|---|---|---|---|',
+    '| ratio | machine, finished |', '|---|---|---|---|---|---|---|',
   ]  # fmt: skip
   for check in reversed(checks):
     same = [
