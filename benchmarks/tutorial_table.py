@@ -98,6 +98,8 @@ def provenance(record: dict) -> tuple:
   commits = ' then '.join(_unique(s['commit'] for s in starts))
   machines = ' then '.join(_unique(machine_label({'machine': s}) for s in starts))
   date = starts[0]['date']
+  if not record.get('starts') and 'trials' in record:
+    date += ' (finished)'  # a sweep records its machine once it ends, not when it began
   if len(starts) > 1:
     date = f'{date} to {starts[-1]["date"]} ({len(starts)} starts)'
   return commits, date, machines

@@ -176,6 +176,20 @@ def test_a_run_resumed_elsewhere_names_each_start_in_its_row():
   assert '| abc1234, 2026-12-01 10:00 UTC | Xeon (family/model 6/143, AMX, 2 cores) |' in one
 
 
+def test_a_sweep_recorded_without_its_start_says_its_date_is_when_it_finished():
+  from benchmarks import tutorial_table
+
+  sweep = {
+    'experiment': 'mnist_mlp_units_dropout', 'epochs': 10, 'num_epochs': 10, 'trials': 50,
+    'best_trial': {'trial': 7, 'units': 512, 'dropout': 0.2}, 'test': {'accuracy': 0.98},
+    'machine': AMX, 'curves': 'curves/mnist_mlp_units_dropout.png',
+  }  # fmt: skip
+  row = tutorial_table.table([sweep])[2]
+  assert '| abc1234, 2026-12-01 10:00 UTC (finished) | Xeon' in row
+  started = tutorial_table.table([{**sweep, 'starts': [{'step': 0, 'machine': AMX}]}])[2]
+  assert '| abc1234, 2026-12-01 10:00 UTC | Xeon' in started
+
+
 def test_a_run_and_its_keras_twin_get_one_picture_linked_from_the_row(tmp_path):
   history = [{'epoch': e, 'val_accuracy': 0.98 + e / 1000} for e in range(1, 13)]
   ours = {
