@@ -190,6 +190,21 @@ def test_a_sweep_recorded_without_its_start_says_its_date_is_when_it_finished():
   assert '| abc1234, 2026-12-01 10:00 UTC | Xeon' in started
 
 
+def test_the_tutorials_networks_without_a_recorded_run_are_named_under_the_table():
+  from benchmarks import tutorial_table
+
+  record = {
+    'experiment': 'mnist_mlp', 'epochs': 10, 'num_epochs': 10, 'test': {'accuracy': 0.98},
+    'machine': AMX, 'curves': 'curves/mnist_mlp.png',
+  }  # fmt: skip
+  missing = tutorial_table.table([record])[-2]
+  assert missing.startswith('Not trained in full here yet: `mnist_mlp_minimal`, ')
+  assert '`mnist_mlp`,' not in missing and missing.endswith('`cifar10_resnet110_aug`.')
+  everything = [{**record, 'experiment': n} for n in ('mnist_mlp', *tutorial_table.TUTORIAL,
+                                                      *tutorial_table.WITHOUT_FIGURE)]  # fmt: skip
+  assert not any('Not trained' in line for line in tutorial_table.table(everything))
+
+
 def test_a_run_and_its_keras_twin_get_one_picture_linked_from_the_row(tmp_path):
   history = [{'epoch': e, 'val_accuracy': 0.98 + e / 1000} for e in range(1, 13)]
   ours = {
