@@ -120,6 +120,18 @@ def test_cached_arrays_equal_a_fresh_read(tmp_path):
     np.testing.assert_array_equal(arrays['label'], fresh['label'])
 
 
+def test_splits_whose_names_differ_only_in_punctuation_are_cached_apart(tmp_path):
+  # Both once read test_300_.npz, so the second split was the first one's images.
+  version = catalog.version('mnist')
+  data_dir = locate.writable_data_dir()
+  for spec in ('test[:300]', 'test[300:]', 'test[:300]'):
+    cached = read.read_split_cached('mnist', version, spec, data_dir, tmp_path)
+    fresh = read.read_split('mnist', version, spec, data_dir)
+    for key in ('image', 'label'):
+      np.testing.assert_array_equal(cached[key], fresh[key])
+  assert len(list(tmp_path.rglob('*.npz'))) == 2
+
+
 def _truncate(path):
   path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
@@ -137,6 +149,12 @@ def _other_split(path):
   np.savez(path, source=str(locate.writable_data_dir().resolve()), **other)
 
 
+def _same_size_other_split(path):
+  spec = 'test[300:600]'
+  other = read.read_split('mnist', catalog.version('mnist'), spec, locate.writable_data_dir())
+  np.savez(path, source=str(locate.writable_data_dir().resolve()), split=spec, **other)
+
+
 def _wrong_shape(path):
   with np.load(path) as cached:
     arrays = dict(cached)
@@ -149,6 +167,7 @@ def _wrong_shape(path):
     (_truncate, 'BadZipFile: File is not a zip file'),
     (_flip_a_byte, "BadZipFile: Bad CRC-32 for file 'image.npy'"),
     (_other_split, 'ValueError: 299 examples where test[:300] has 300'),
+    (_same_size_other_split, 'ValueError: it holds split test[300:600], not test[:300]'),
     (_wrong_shape, 'ValueError: images are uint8 (784, 1, 1), not uint8 (28, 28, 1)'),
   ],
 )

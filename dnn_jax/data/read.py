@@ -1,5 +1,6 @@
 """Read a prepared tfds split into uint8 numpy arrays, without TensorFlow."""
 
+import hashlib
 import logging
 import pathlib
 import re
@@ -27,6 +28,8 @@ def _cache_path(
   cache_dir: pathlib.Path, name: str, version: str, split: str, shard: Shard | None
 ) -> pathlib.Path:
   safe_split = re.sub(r'[^A-Za-z0-9_.-]+', '_', split)
+  if safe_split != split:  # test[:5000] and test[5000:] would share test_5000_: the hash parts them
+    safe_split += '-' + hashlib.sha256(split.encode()).hexdigest()[:12]
   part = f'.shard{shard[0]}of{shard[1]}' if shard else ''
   return cache_dir / 'dnn_jax_arrays' / name / version / f'{safe_split}{part}.npz'
 
@@ -66,7 +69,7 @@ def read_split_cached(
   source = str(data_dir.resolve())
   if path.is_file():
     try:
-      cached = _load_cache(path, name, split if shard is None else None)
+      cached = _load_cache(path, name, split, count=shard is None)
     except Exception as e:
       reason = f'{type(e).__name__}: {(str(e).splitlines() or [""])[0]}'
       print(
@@ -82,26 +85,29 @@ def read_split_cached(
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
     with files.atomic_path(path) as tmp:  # readers never see a half-written cache
-      np.savez(tmp, source=source, **arrays)
+      np.savez(tmp, source=source, split=split, **arrays)
   except OSError as e:  # DiskFullError is one too: the cache only saves time
     print(f'warning: cannot cache the decoded arrays in {path} ({e}); the next run decodes again')
   return arrays
 
 
-def _load_cache(path: pathlib.Path, name: str, split: str | None) -> dict:
+def _load_cache(path: pathlib.Path, name: str, split: str, count: bool) -> dict:
   """The cached arrays and their source dir; raises ValueError where they are not the split.
 
-  split: the split's spec, to check the example count (None for a process's shard).
+  count: check the example count against the split's (not for a process's shard).
   """
   with np.load(path) as cached:  # reads every array whole: the zip checks each one's CRC-32
     arrays = {key: cached[key] for key in ('source', 'image', 'label')}
+    stored = str(cached['split']) if 'split' in cached.files else split  # older caches: none
+  if stored != split:
+    raise ValueError(f'it holds split {stored}, not {split}')
   images, labels = arrays['image'], arrays['label']
   shape = catalog.DATASETS[name].image_shape
   if images.dtype != np.uint8 or images.shape[1:] != shape:
     raise ValueError(f'images are {images.dtype} {images.shape[1:]}, not uint8 {shape}')
   if labels.dtype != np.int32 or labels.shape != images.shape[:1]:
     raise ValueError(f'{len(labels)} int32 labels expected, found {labels.dtype} {labels.shape}')
-  expected = catalog.split_size(name, split) if split else None
+  expected = catalog.split_size(name, split) if count else None
   if expected is not None and len(labels) != expected:
     raise ValueError(f'{len(labels):,} examples where {split} has {expected:,}')
   return {**arrays, 'source': str(arrays['source'])}
