@@ -1,7 +1,7 @@
 """Records a finished training run for the tutorial's results table.
 
 Usage: python -m benchmarks.record_run --workdir runs/mnist_cnn [--experiment mnist_cnn]
-  [--record benchmarks/records.jsonl]
+  [--record benchmarks/records.jsonl] [--note 'what a reader of the row must know']
 
 Appends one 'training' record (the run's test metrics, its history, its config, and the commit,
 machine and date its metrics.json says it ran at) to the records file, and copies the run's
@@ -9,7 +9,8 @@ curves into benchmarks/curves/<experiment>.png. A finished sweep's workdir (swee
 its best trial, its budget (trials x epochs per trial) and its objective-per-trial plot instead.
 `python -m benchmarks.results --readme README.md` then rewrites the README's results table from
 the records, so no number in it is typed by hand. --experiment defaults to the workdir's name
-(runs/<config file name>, runs/sweeps/<sweep file name>).
+(runs/<config file name>, runs/sweeps/<sweep file name>). --note is printed under the table,
+named by the row's experiment: for what the numbers cannot say (a fault found after the run).
 """
 
 import json
@@ -76,7 +77,7 @@ def sweep_record(summary: dict, experiment: str) -> dict:
   }
 
 
-def record_run(workdir, experiment: str = '', path=records.DEFAULT_PATH) -> dict:
+def record_run(workdir, experiment: str = '', path=records.DEFAULT_PATH, note: str = '') -> dict:
   """Appends workdir's run (or sweep) to the records file and copies its curves; returns it."""
   workdir = pathlib.Path(workdir)
   experiment = experiment or workdir.name
@@ -84,11 +85,13 @@ def record_run(workdir, experiment: str = '', path=records.DEFAULT_PATH) -> dict
   if (workdir / 'sweep.json').is_file():
     summary = json.loads((workdir / 'sweep.json').read_text())
     fields = sweep_record(summary, experiment)
+    fields.update({'note': note} if note else {})
     shutil.copyfile(workdir / 'history.png', CURVES_DIR / f'{experiment}.png')
     fields['curves'] = f'curves/{experiment}.png'
     return records.append(path, 'training', fields, where=summary['machine'])
   metrics = json.loads((workdir / 'metrics.json').read_text())
   fields = training_record(metrics, experiment)
+  fields.update({'note': note} if note else {})
   # Drawn again from the history: the same picture as the report's, without its other files.
   best = (metrics.get('best') or {}).get('epoch')
   curves.draw_curves(CURVES_DIR / f'{experiment}.png', metrics['history'], best)
@@ -104,7 +107,7 @@ def main(argv):
           file=sys.stderr)  # fmt: skip
     sys.exit(2)
   try:
-    record = record_run(workdir, FLAGS.experiment, FLAGS.record)
+    record = record_run(workdir, FLAGS.experiment, FLAGS.record, FLAGS.note.strip())
   except ValueError as e:
     print(f'error: {workdir}: {e}', file=sys.stderr)
     sys.exit(2)
@@ -121,5 +124,6 @@ if __name__ == '__main__':
   flags.DEFINE_string('workdir', None, "A finished training run's (or sweep's) workdir.")
   flags.DEFINE_string('experiment', '', "The experiment's name (default: the workdir's).")
   flags.DEFINE_string('record', str(records.DEFAULT_PATH), 'The records file (JSON lines).')
+  flags.DEFINE_string('note', '', "Printed under the results table beside the row's name.")
   flags.mark_flags_as_required(['workdir'])
   app.run(main)

@@ -132,8 +132,9 @@ def test_a_finished_run_is_recorded_and_fills_the_readmes_tutorial_table(
   metrics = train.train_and_evaluate(config, workdir)
   monkeypatch.setattr(record_run, 'CURVES_DIR', tmp_path / 'curves')
   path = tmp_path / 'records.jsonl'
-  record = record_run.record_run(workdir, path=path)
+  record = record_run.record_run(workdir, path=path, note='validated on the test split')
   assert record['experiment'] == 'mnist_mlp' and record['test'] == metrics['test']
+  assert record['note'] == 'validated on the test split'
   assert record['machine'] == metrics['machine'] and record['machine']['commit']  # the run's
   assert (tmp_path / 'curves' / 'mnist_mlp.png').stat().st_size > 1000
 
@@ -203,6 +204,20 @@ def test_the_tutorials_networks_without_a_recorded_run_are_named_under_the_table
   everything = [{**record, 'experiment': n} for n in ('mnist_mlp', *tutorial_table.TUTORIAL,
                                                       *tutorial_table.WITHOUT_FIGURE)]  # fmt: skip
   assert not any('Not trained' in line for line in tutorial_table.table(everything))
+
+
+def test_the_newest_runs_note_is_printed_under_the_table_and_an_older_ones_is_not():
+  from benchmarks import tutorial_table
+
+  record = {
+    'experiment': 'cifar10_resnet20_aug', 'epochs': 50, 'num_epochs': 50,
+    'test': {'accuracy': 0.86}, 'machine': AMX, 'curves': 'curves/cifar10_resnet20_aug.png',
+  }  # fmt: skip
+  noted = {**record, 'note': 'its validation curve is on the test half'}
+  lines = tutorial_table.table([noted])
+  assert 'Note on `cifar10_resnet20_aug`: its validation curve is on the test half' in lines
+  assert lines[2].startswith('| `cifar10_resnet20_aug` |') and lines[4].startswith('Note on')
+  assert not any(line.startswith('Note') for line in tutorial_table.table([noted, record]))
 
 
 def test_a_run_and_its_keras_twin_get_one_picture_linked_from_the_row(tmp_path):
