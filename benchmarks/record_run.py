@@ -85,18 +85,17 @@ def record_run(workdir, experiment: str = '', path=records.DEFAULT_PATH, note: s
   if (workdir / 'sweep.json').is_file():
     summary = json.loads((workdir / 'sweep.json').read_text())
     fields = sweep_record(summary, experiment)
-    fields.update({'note': note} if note else {})
     shutil.copyfile(workdir / 'history.png', CURVES_DIR / f'{experiment}.png')
-    fields['curves'] = f'curves/{experiment}.png'
-    return records.append(path, 'training', fields, where=summary['machine'])
-  metrics = json.loads((workdir / 'metrics.json').read_text())
-  fields = training_record(metrics, experiment)
-  fields.update({'note': note} if note else {})
-  # Drawn again from the history: the same picture as the report's, without its other files.
-  best = (metrics.get('best') or {}).get('epoch')
-  curves.draw_curves(CURVES_DIR / f'{experiment}.png', metrics['history'], best)
+  else:
+    summary = json.loads((workdir / 'metrics.json').read_text())
+    fields = training_record(summary, experiment)
+    # Drawn again from the history: the same picture as the report's, without its other files.
+    best = (summary.get('best') or {}).get('epoch')
+    curves.draw_curves(CURVES_DIR / f'{experiment}.png', summary['history'], best)
   fields['curves'] = f'curves/{experiment}.png'
-  return records.append(path, 'training', fields, where=metrics['machine'])
+  if note:
+    fields['note'] = note
+  return records.append(path, 'training', fields, where=summary['machine'])
 
 
 def main(argv):

@@ -143,9 +143,9 @@ def table(training: list, tta: list = (), prefix: str = '') -> list:
       f'| {shown} | {epochs} | {r["test"]["accuracy"]:.4f} | {tutorial} | {side} | '
       f'{commits}, {date} | {machines} | [curves]({prefix}{r["curves"]}) |'
     )
-  notes = [f'Note on `{n}`: {newest[n]["note"]}' for n in names if newest[n].get('note')]
-  for note in notes:  # what a row's numbers cannot say, given by record_run --note
-    lines += ['', note]
+  for name in names:  # what a row's numbers cannot say, given by record_run --note
+    if newest[name].get('note'):
+      lines += ['', f'Note on `{name}`: {newest[name]["note"]}']
   missing = [f'`{n}`' for n in (*TUTORIAL, *WITHOUT_FIGURE) if n not in newest]
   if missing:  # say so, rather than let a row's absence pass unnoticed
     lines += ['', f'Not trained in full here yet: {", ".join(missing)}.']
